@@ -1,0 +1,341 @@
+//! The endpoint registry: which processes are attached to a ring, in which role, and whether they
+//! are still alive.
+//!
+//! Each registry entry holds one 64-bit *endpoint word*, 0 when free:
+//!
+//! ```text
+//! bits  0..32  pid
+//! bits 32..34  role (1 producer, 2 consumer)
+//! bits 34..64  start tag: the process start time (clock ticks since boot, /proc/PID/stat field
+//!              22) modulo 2^30 - 1, plus 1; 0 means "unknown"
+//! ```
+//!
+//! Packing everything in one word makes claiming an entry a single compare-and-swap, and makes
+//! liveness checks race-free: a checker never sees a pid paired with another process's start
+//! time. The start tag is what stops a reused pid from passing for the original process.
+//!
+//! An SPSC ring reserves entry 0 for its producer and entry 1 for its consumer, which is how "one
+//! of each" is enforced across processes. MPMC endpoints take any free entry. An entry held by a
+//! provably dead process (no such pid, a zombie, or another start time) is taken over.
+//!
+//! Everything here is async-signal-safe and allocation-free, so a child created by `fork` may
+//! attach its own endpoints before it `exec`s or `_exit`s.
+
+use crate::error::{AttachError, Role};
+use crate::layout::{Header, MAX_ENDPOINTS};
+use crate::sync::Ordering;
+
+const ROLE_SHIFT: u32 = 32;
+const START_SHIFT: u32 = 34;
+const START_MODULUS: u64 = (1 << 30) - 1;
+
+/// Attempts at claiming a contended entry before giving up: only a process flipping the word
+/// continuously could exhaust it.
+const CLAIM_ATTEMPTS: usize = 1000;
+
+/// A packed (pid, role, start tag), as stored in a registry entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct EndpointWord(pub(crate) u64);
+
+impl EndpointWord {
+    pub(crate) fn new(pid: u32, role: Role, start_tag: u64) -> EndpointWord {
+        let role = match role {
+            Role::Producer => 1u64,
+            Role::Consumer => 2,
+        };
+        EndpointWord(u64::from(pid) | role << ROLE_SHIFT | start_tag << START_SHIFT)
+    }
+
+    /// This process in `role`.
+    pub(crate) fn current(role: Role) -> EndpointWord {
+        // SAFETY: getpid has no preconditions and cannot fail.
+        let pid = unsafe { libc::getpid() } as u32;
+        let tag = match read_stat(pid) {
+            StatRead::Found { start, .. } => start_tag(start),
+            _ => 0,
+        };
+        EndpointWord::new(pid, role, tag)
+    }
+
+    pub(crate) fn pid(self) -> u32 {
+        self.0 as u32
+    }
+
+    pub(crate) fn role(self) -> Option<Role> {
+        match (self.0 >> ROLE_SHIFT) & 3 {
+            1 => Some(Role::Producer),
+            2 => Some(Role::Consumer),
+            _ => None,
+        }
+    }
+
+    fn start_tag(self) -> u64 {
+        self.0 >> START_SHIFT
+    }
+
+    /// Whether the process this word names still runs: same pid, same start time, not a zombie.
+    /// Errs on the side of "alive" when it cannot tell, so a live endpoint is never robbed.
+    pub(crate) fn is_alive(self) -> bool {
+        let pid = self.pid();
+        if pid == 0 || pid > i32::MAX as u32 {
+            return false;
+        }
+        match read_stat(pid) {
+            StatRead::Found { state, start } => {
+                !matches!(state, b'Z' | b'X' | b'x')
+                    && (self.start_tag() == 0 || self.start_tag() == start_tag(start))
+            }
+            StatRead::NoSuchProcess => false,
+            StatRead::Unreadable => {
+                // No /proc: fall back to kill(pid, 0), which cannot see pid reuse.
+                !matches!(
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None),
+                    Err(nix::errno::Errno::ESRCH)
+                )
+            }
+        }
+    }
+}
+
+fn start_tag(start: u64) -> u64 {
+    start % START_MODULUS + 1
+}
+
+enum StatRead {
+    Found { state: u8, start: u64 },
+    NoSuchProcess,
+    Unreadable,
+}
+
+/// Reads `/proc/PID/stat` with raw syscalls into stack buffers (async-signal-safe, no
+/// allocation) and extracts the state (field 3) and start time (field 22).
+fn read_stat(pid: u32) -> StatRead {
+    let mut path = [0u8; 32];
+    let mut n = 0;
+    for &b in b"/proc/" {
+        path[n] = b;
+        n += 1;
+    }
+    let mut digits = [0u8; 10];
+    let mut d = 0;
+    let mut p = pid;
+    loop {
+        digits[d] = b'0' + (p % 10) as u8;
+        d += 1;
+        p /= 10;
+        if p == 0 {
+            break;
+        }
+    }
+    while d > 0 {
+        d -= 1;
+        path[n] = digits[d];
+        n += 1;
+    }
+    for &b in b"/stat" {
+        path[n] = b;
+        n += 1;
+    }
+    // path[n] is already the terminating NUL (at most 6 + 10 + 5 = 21 bytes used).
+    // SAFETY: `path` is NUL-terminated.
+    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return match nix::errno::Errno::last() {
+            nix::errno::Errno::ENOENT | nix::errno::Errno::ESRCH => {
+                if proc_mounted() {
+                    StatRead::NoSuchProcess
+                } else {
+                    StatRead::Unreadable
+                }
+            }
+            _ => StatRead::Unreadable,
+        };
+    }
+    let mut buf = [0u8; 1024];
+    let mut len = 0;
+    while len < buf.len() {
+        // SAFETY: writes at most `buf.len() - len` bytes into `buf[len..]`.
+        let r = unsafe { libc::read(fd, buf[len..].as_mut_ptr().cast(), buf.len() - len) };
+        if r <= 0 {
+            break;
+        }
+        len += r as usize;
+    }
+    // SAFETY: `fd` is ours and open.
+    unsafe { libc::close(fd) };
+    parse_stat(&buf[..len]).map_or(StatRead::Unreadable, |(state, start)| StatRead::Found {
+        state,
+        start,
+    })
+}
+
+fn proc_mounted() -> bool {
+    // SAFETY: NUL-terminated literal path.
+    unsafe { libc::access(c"/proc/self/stat".as_ptr(), libc::F_OK) == 0 }
+}
+
+/// Parses `pid (comm) S ppid ... starttime ...`; `comm` may contain spaces and parentheses, so
+/// fields are counted from the last `)`.
+fn parse_stat(stat: &[u8]) -> Option<(u8, u64)> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let mut fields = stat[close + 1..]
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty());
+    let state = *fields.next()?.first()?;
+    // `state` was field 3; starttime is field 22, 19 further on.
+    let start = fields.nth(18)?;
+    let mut v: u64 = 0;
+    for &b in start {
+        if !b.is_ascii_digit() {
+            break;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some((state, v))
+}
+
+/// Where an endpoint may register.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Placement {
+    /// Only this entry (SPSC: 0 for the producer, 1 for the consumer).
+    Fixed(usize),
+    /// Any entry.
+    Any,
+}
+
+/// An endpoint's hold on a registry entry; give it back with [`deregister`].
+#[derive(Debug)]
+pub(crate) struct Registration {
+    entry: usize,
+    word: u64,
+}
+
+/// Claims a registry entry for this process in `role`.
+pub(crate) fn register(
+    header: &Header,
+    role: Role,
+    placement: Placement,
+) -> Result<Registration, AttachError> {
+    let me = EndpointWord::current(role).0;
+    let try_claim = |entry: usize, expected: u64| {
+        // AcqRel on success: Acquire pairs with the Release in `deregister` (or the dead owner's
+        // last Release stores), so we see the cursors as the previous holder left them. Failure
+        // is Relaxed: the value is only re-examined.
+        header.endpoints[entry]
+            .owner
+            .compare_exchange(expected, me, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    };
+    match placement {
+        Placement::Fixed(entry) => {
+            for _ in 0..CLAIM_ATTEMPTS {
+                // Acquire: pairs with the Release CAS/store of the previous holder.
+                let cur = header.endpoints[entry].owner.load(Ordering::Acquire);
+                let word = EndpointWord(cur);
+                if cur != 0 && word.is_alive() {
+                    return Err(AttachError::RoleTaken {
+                        role,
+                        pid: word.pid(),
+                    });
+                }
+                if try_claim(entry, cur) {
+                    return Ok(Registration { entry, word: me });
+                }
+            }
+            Err(AttachError::RoleTaken { role, pid: 0 })
+        }
+        Placement::Any => {
+            for entry in 0..MAX_ENDPOINTS {
+                if header.endpoints[entry].owner.load(Ordering::Relaxed) == 0 && try_claim(entry, 0)
+                {
+                    return Ok(Registration { entry, word: me });
+                }
+            }
+            for entry in 0..MAX_ENDPOINTS {
+                let cur = header.endpoints[entry].owner.load(Ordering::Acquire);
+                if cur != 0 && !EndpointWord(cur).is_alive() && try_claim(entry, cur) {
+                    return Ok(Registration { entry, word: me });
+                }
+            }
+            Err(AttachError::RegistryFull { max: MAX_ENDPOINTS })
+        }
+    }
+}
+
+/// Frees the entry, unless someone took it over (believing us dead).
+pub(crate) fn deregister(header: &Header, reg: &Registration) {
+    // Release: pairs with the Acquire of the next registrant, publishing our last cursor writes.
+    let _ = header.endpoints[reg.entry].owner.compare_exchange(
+        reg.word,
+        0,
+        Ordering::Release,
+        Ordering::Relaxed,
+    );
+}
+
+/// One attached endpoint, as the registry records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointInfo {
+    /// The registry entry.
+    pub entry: usize,
+    /// The process.
+    pub pid: u32,
+    /// Its role, if the word is well-formed.
+    pub role: Option<Role>,
+    /// Whether the process still runs (same pid and start time, not a zombie).
+    pub alive: bool,
+}
+
+/// Every occupied registry entry.
+pub(crate) fn endpoints(header: &Header) -> Vec<EndpointInfo> {
+    (0..MAX_ENDPOINTS)
+        .filter_map(|entry| {
+            // Relaxed: a snapshot for display; nothing is read through it.
+            let w = EndpointWord(header.endpoints[entry].owner.load(Ordering::Relaxed));
+            (w.0 != 0).then(|| EndpointInfo {
+                entry,
+                pid: w.pid(),
+                role: w.role(),
+                alive: w.is_alive(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_pack_and_unpack() {
+        let w = EndpointWord::new(4_194_304, Role::Consumer, START_MODULUS);
+        assert_eq!(w.pid(), 4_194_304);
+        assert_eq!(w.role(), Some(Role::Consumer));
+        assert_eq!(w.start_tag(), START_MODULUS);
+    }
+
+    #[test]
+    fn stat_parsing_counts_from_the_last_paren() {
+        let line =
+            b"42 (a (weird) name) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(parse_stat(line), Some((b'S', 987_654)));
+        assert_eq!(parse_stat(b"garbage"), None);
+        assert_eq!(parse_stat(b"1 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_changed_start_is_not() {
+        let me = EndpointWord::current(Role::Producer);
+        assert!(me.start_tag() != 0, "/proc should be readable in tests");
+        assert!(me.is_alive());
+        let other_start =
+            EndpointWord::new(me.pid(), Role::Producer, me.start_tag() % START_MODULUS + 1);
+        assert!(
+            !other_start.is_alive(),
+            "a reused pid must not pass for the original"
+        );
+        assert!(!EndpointWord::new(0, Role::Producer, 0).is_alive());
+        // pid_max is at most 2^22 on Linux.
+        assert!(!EndpointWord::new((1 << 22) + 7, Role::Producer, 0).is_alive());
+    }
+}

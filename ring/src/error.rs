@@ -1,0 +1,554 @@
+//! Error types, one small enum per operation, each with a message a user can act on.
+
+use core::fmt;
+use std::io;
+use std::time::Duration;
+
+use crate::layout::Kind;
+
+/// A ring configuration or builder argument that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The capacity must be a power of two, at least 1.
+    CapacityNotPowerOfTwo(u64),
+    /// The capacity exceeds [`MAX_CAPACITY`](crate::MAX_CAPACITY).
+    CapacityTooLarge {
+        /// What was asked for.
+        requested: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// An MPMC ring needs at least two slots: with one, Vyukov's sequence numbers cannot tell
+    /// "written, not yet read" from "free for the next lap".
+    MpmcCapacityOne,
+    /// A slot must hold at least one byte.
+    SlotSizeZero,
+    /// The slot size exceeds [`MAX_SLOT_SIZE`](crate::MAX_SLOT_SIZE).
+    SlotSizeTooLarge {
+        /// What was asked for.
+        requested: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// `capacity × slot stride` exceeds [`MAX_SEGMENT_SIZE`](crate::MAX_SEGMENT_SIZE) or the
+    /// address space.
+    SegmentTooLarge {
+        /// The requested capacity.
+        capacity: u64,
+        /// The requested slot size.
+        slot_size: usize,
+        /// The limit on the segment size, bytes.
+        max: u64,
+    },
+    /// Creating a ring needs this setting, which was not given.
+    Missing(&'static str),
+    /// A segment name the OS would refuse or misread.
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The combination asked for is not supported (for instance opening an anonymous segment).
+    Unsupported(&'static str),
+}
+
+impl ConfigError {
+    /// The header field a geometry error is about, for `OpenError::CorruptHeader`.
+    pub(crate) fn header_field(&self) -> &'static str {
+        match self {
+            ConfigError::CapacityNotPowerOfTwo(_)
+            | ConfigError::CapacityTooLarge { .. }
+            | ConfigError::MpmcCapacityOne => "capacity",
+            _ => "slot_size",
+        }
+    }
+
+    /// A short reason, for `OpenError::CorruptHeader`.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            ConfigError::CapacityNotPowerOfTwo(_) => "not a power of two",
+            ConfigError::CapacityTooLarge { .. } => "above the maximum capacity",
+            ConfigError::MpmcCapacityOne => "1 in an MPMC ring (minimum 2)",
+            ConfigError::SlotSizeZero => "zero",
+            ConfigError::SlotSizeTooLarge { .. } => "above the maximum slot size",
+            ConfigError::SegmentTooLarge { .. } => "capacity × slot size too large",
+            _ => "invalid",
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::CapacityNotPowerOfTwo(c) => {
+                write!(f, "capacity {c} is not a power of two (1, 2, 4, 8, ...)")
+            }
+            ConfigError::CapacityTooLarge { requested, max } => {
+                write!(f, "capacity {requested} exceeds the maximum of {max} slots")
+            }
+            ConfigError::MpmcCapacityOne => {
+                f.write_str("an MPMC ring needs a capacity of at least 2 slots")
+            }
+            ConfigError::SlotSizeZero => f.write_str("slot size must be at least 1 byte"),
+            ConfigError::SlotSizeTooLarge { requested, max } => {
+                write!(
+                    f,
+                    "slot size {requested} exceeds the maximum of {max} bytes"
+                )
+            }
+            ConfigError::SegmentTooLarge {
+                capacity,
+                slot_size,
+                max,
+            } => write!(
+                f,
+                "{capacity} slots of {slot_size} bytes need a segment larger than the maximum of {max} bytes"
+            ),
+            ConfigError::Missing(what) => write!(f, "missing setting: {what}"),
+            ConfigError::InvalidName { name, reason } => {
+                write!(f, "invalid segment name {name:?}: {reason}")
+            }
+            ConfigError::Unsupported(what) => write!(f, "unsupported: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Why a ring could not be created or opened.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// A bad argument or configuration.
+    Config(ConfigError),
+    /// Create-exclusive found a segment of that name or key already there.
+    AlreadyExists,
+    /// Open found no segment of that name or key.
+    NotFound,
+    /// The OS refused access (segment permissions, or a read-only mapping).
+    PermissionDenied,
+    /// Another OS error.
+    Io {
+        /// The call that failed, as named in its man page.
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The segment does not start with the shmring magic: it belongs to something else.
+    NotShmring {
+        /// The first 8 bytes, as a little-endian `u64`.
+        found: u64,
+    },
+    /// The segment was built by a shmring with another layout version.
+    VersionMismatch {
+        /// The version this build reads and writes.
+        supported: u32,
+        /// The version in the segment.
+        found: u32,
+    },
+    /// A header field disagrees with what it must be: derived from the other fields, or asked for
+    /// by the opener.
+    LayoutMismatch {
+        /// The header field.
+        field: &'static str,
+        /// What it should be.
+        expected: u64,
+        /// What the segment holds.
+        found: u64,
+    },
+    /// A header field holds a value no shmring writes.
+    CorruptHeader {
+        /// The header field.
+        field: &'static str,
+        /// Its value.
+        found: u64,
+        /// Why it cannot be right.
+        reason: &'static str,
+    },
+    /// The segment is shorter than its header says (or than a header).
+    Truncated {
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes the segment has.
+        found: u64,
+    },
+    /// The creator has not finished building the header (it may have died doing so).
+    NotInitialized {
+        /// How long the opener waited for it.
+        waited: Duration,
+    },
+}
+
+impl OpenError {
+    /// Maps an errno from a segment call to the variant a caller acts on.
+    pub(crate) fn from_errno(op: &'static str, errno: nix::errno::Errno) -> OpenError {
+        use nix::errno::Errno;
+        match errno {
+            Errno::EEXIST => OpenError::AlreadyExists,
+            Errno::ENOENT => OpenError::NotFound,
+            Errno::EACCES | Errno::EPERM => OpenError::PermissionDenied,
+            e => OpenError::Io {
+                op,
+                source: io::Error::from_raw_os_error(e as i32),
+            },
+        }
+    }
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::Config(e) => e.fmt(f),
+            OpenError::AlreadyExists => {
+                f.write_str("a segment with that name or key already exists")
+            }
+            OpenError::NotFound => f.write_str("no segment with that name or key exists"),
+            OpenError::PermissionDenied => f.write_str("permission denied by the segment's mode"),
+            OpenError::Io { op, source } => write!(f, "{op} failed: {source}"),
+            OpenError::NotShmring { found } => write!(
+                f,
+                "not a shmring segment (first word {found:#018x}, expected the SHMRING magic)"
+            ),
+            OpenError::VersionMismatch { supported, found } => write!(
+                f,
+                "segment has layout version {found}; this build of shmring reads version {supported}"
+            ),
+            OpenError::LayoutMismatch {
+                field,
+                expected,
+                found,
+            } => write!(
+                f,
+                "layout mismatch: {field} is {found}, expected {expected}"
+            ),
+            OpenError::CorruptHeader {
+                field,
+                found,
+                reason,
+            } => write!(f, "corrupt header: {field} = {found} is {reason}"),
+            OpenError::Truncated { needed, found } => write!(
+                f,
+                "segment truncated: {found} bytes, the ring needs {needed}"
+            ),
+            OpenError::NotInitialized { waited } => write!(
+                f,
+                "segment not initialized after waiting {waited:?} (its creator may have died)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::Config(e) => Some(e),
+            OpenError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<ConfigError> for OpenError {
+    fn from(e: ConfigError) -> Self {
+        OpenError::Config(e)
+    }
+}
+
+/// A ring invariant that the shared memory no longer satisfies: another process wrote garbage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Corruption {
+    /// The cursors are further apart than the capacity allows.
+    Cursors {
+        /// The producer cursor.
+        head: u64,
+        /// The consumer cursor.
+        tail: u64,
+        /// The ring's capacity.
+        capacity: u64,
+    },
+    /// A committed length larger than the slot.
+    Length {
+        /// The cursor of the message.
+        cursor: u64,
+        /// The length found.
+        len: u32,
+        /// The slot size.
+        max: usize,
+    },
+    /// An MPMC sequence word no protocol step could have written.
+    Sequence {
+        /// The cursor being claimed.
+        cursor: u64,
+        /// The sequence word found.
+        seq: u64,
+    },
+}
+
+impl fmt::Display for Corruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Corruption::Cursors {
+                head,
+                tail,
+                capacity,
+            } => write!(
+                f,
+                "ring corrupted: producer cursor {head} and consumer cursor {tail} are more than the capacity {capacity} apart"
+            ),
+            Corruption::Length { cursor, len, max } => write!(
+                f,
+                "ring corrupted: message {cursor} claims {len} bytes in a slot of {max}"
+            ),
+            Corruption::Sequence { cursor, seq } => write!(
+                f,
+                "ring corrupted: slot sequence {seq} is impossible at cursor {cursor}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Corruption {}
+
+/// The role an endpoint plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Sends messages.
+    Producer,
+    /// Receives messages.
+    Consumer,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Producer => "producer",
+            Role::Consumer => "consumer",
+        })
+    }
+}
+
+/// Why an endpoint could not attach to a ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AttachError {
+    /// The ring runs the other algorithm.
+    WrongKind {
+        /// The kind the endpoint type needs.
+        expected: Kind,
+        /// The ring's kind.
+        found: Kind,
+    },
+    /// SPSC: a live process already holds this role.
+    RoleTaken {
+        /// The role asked for.
+        role: Role,
+        /// The process holding it.
+        pid: u32,
+    },
+    /// Every registry entry is held by a live endpoint.
+    RegistryFull {
+        /// The number of entries.
+        max: usize,
+    },
+    /// The cursors in the segment are inconsistent.
+    Corrupt(Corruption),
+}
+
+impl fmt::Display for AttachError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttachError::WrongKind { expected, found } => {
+                write!(
+                    f,
+                    "this endpoint needs an {expected} ring, the segment holds an {found} ring"
+                )
+            }
+            AttachError::RoleTaken { role, pid } => write!(
+                f,
+                "the ring already has a {role} (process {pid}); an SPSC ring takes one of each"
+            ),
+            AttachError::RegistryFull { max } => {
+                write!(
+                    f,
+                    "all {max} endpoint registry entries are taken by live endpoints"
+                )
+            }
+            AttachError::Corrupt(c) => c.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for AttachError {}
+
+/// Why a message was not sent. The message is handed back.
+#[derive(PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TrySendError<T> {
+    /// The ring is full.
+    Full(T),
+    /// The message is larger than a slot.
+    TooLarge {
+        /// The message.
+        msg: T,
+        /// Its length in bytes.
+        len: usize,
+        /// The slot size.
+        max: usize,
+    },
+    /// The shared cursors are corrupt.
+    Corrupt(T, Corruption),
+}
+
+impl<T> TrySendError<T> {
+    /// The message that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            TrySendError::Full(m) | TrySendError::TooLarge { msg: m, .. } => m,
+            TrySendError::Corrupt(m, _) => m,
+        }
+    }
+
+    /// Whether the ring was full (the send may succeed later).
+    pub fn is_full(&self) -> bool {
+        matches!(self, TrySendError::Full(_))
+    }
+}
+
+impl<T> fmt::Debug for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("Full(..)"),
+            TrySendError::TooLarge { len, max, .. } => f
+                .debug_struct("TooLarge")
+                .field("len", len)
+                .field("max", max)
+                .finish_non_exhaustive(),
+            TrySendError::Corrupt(_, c) => f.debug_tuple("Corrupt").field(c).finish(),
+        }
+    }
+}
+
+impl<T> fmt::Display for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("sending on a full ring"),
+            TrySendError::TooLarge { len, max, .. } => write!(
+                f,
+                "message of {len} bytes does not fit a slot of {max} bytes"
+            ),
+            TrySendError::Corrupt(_, c) => c.fmt(f),
+        }
+    }
+}
+
+impl<T> std::error::Error for TrySendError<T> {}
+
+/// Why no slot could be claimed for writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TryClaimError {
+    /// The ring is full.
+    Full,
+    /// The shared cursors are corrupt.
+    Corrupt(Corruption),
+}
+
+impl TryClaimError {
+    /// The matching send error, handing `msg` back.
+    pub(crate) fn with_msg<T>(self, msg: T) -> TrySendError<T> {
+        match self {
+            TryClaimError::Full => TrySendError::Full(msg),
+            TryClaimError::Corrupt(c) => TrySendError::Corrupt(msg, c),
+        }
+    }
+}
+
+impl fmt::Display for TryClaimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryClaimError::Full => f.write_str("claiming a slot on a full ring"),
+            TryClaimError::Corrupt(c) => c.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for TryClaimError {}
+
+/// Why no message was received. The message, if there is one, stays in the ring unless the
+/// variant says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TryRecvError {
+    /// The ring is empty.
+    Empty,
+    /// The next message is longer than the buffer; it stays in the ring.
+    BufferTooSmall {
+        /// The message's length.
+        needed: usize,
+        /// The buffer's length.
+        available: usize,
+    },
+    /// A typed receive found a message of another size; it stays in the ring.
+    SizeMismatch {
+        /// `size_of` the type asked for.
+        expected: usize,
+        /// The message's length.
+        found: usize,
+    },
+    /// The shared memory is corrupt. For a [`Corruption::Length`], the broken slot has been
+    /// consumed so the ring can move on; for cursor corruption nothing changed.
+    Corrupt(Corruption),
+}
+
+impl fmt::Display for TryRecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryRecvError::Empty => f.write_str("receiving on an empty ring"),
+            TryRecvError::BufferTooSmall { needed, available } => write!(
+                f,
+                "the next message has {needed} bytes, the buffer holds {available}; it stays in the ring"
+            ),
+            TryRecvError::SizeMismatch { expected, found } => write!(
+                f,
+                "the next message has {found} bytes, the type needs {expected}; it stays in the ring"
+            ),
+            TryRecvError::Corrupt(c) => c.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for TryRecvError {}
+
+/// A commit longer than the slot; the claim is handed back unchanged.
+pub struct CommitError<S> {
+    /// The claim, still open: commit it again with a valid length, or drop it to abort.
+    pub slot: S,
+    /// The length asked for.
+    pub len: usize,
+    /// The slot size.
+    pub max: usize,
+}
+
+impl<S> fmt::Debug for CommitError<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommitError")
+            .field("len", &self.len)
+            .field("max", &self.max)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> fmt::Display for CommitError<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "commit of {} bytes exceeds the slot size of {} bytes",
+            self.len, self.max
+        )
+    }
+}
+
+impl<S> std::error::Error for CommitError<S> {}

@@ -1,0 +1,444 @@
+//! Multiple producers, multiple consumers: Dmitry Vyukov's bounded queue.
+//!
+//! Producers claim a cursor by compare-and-swap on `head`, consumers on `tail`. Each slot carries
+//! a sequence word saying whose turn it is; for the message at cursor `pos`:
+//!
+//! | `seq` | meaning |
+//! |---|---|
+//! | `pos` | free for the producer of `pos` (written by the consumer of `pos - capacity`) |
+//! | `pos + 1` | holds message `pos`, committed (written by its producer) |
+//! | `pos + capacity` | read and released: free for the producer of `pos + capacity` |
+//!
+//! A consumer only reads a slot after seeing `seq == pos + 1` with Acquire, which pairs with the
+//! producer's Release store made after the payload: this is the torn-read guard. A producer only
+//! writes after seeing `seq == pos` with Acquire, which pairs with the previous consumer's Release
+//! store made after its reads. Claiming a cursor publishes nothing, so the CASes are Relaxed.
+//!
+//! A claim dropped without a commit still publishes its slot, marked with a length of
+//! `u32::MAX` ("skip"), so consumers step over it instead of waiting forever. (A process that
+//! dies between claim and commit does stall its slot: crash recovery is a separate layer.)
+//!
+//! Every sequence word and length read from the segment is checked against the states above;
+//! anything else is reported as [`Corruption`], never trusted.
+
+use core::mem::size_of;
+use core::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use crate::endpoint::{self, Placement, Registration};
+use crate::error::{
+    AttachError, CommitError, Corruption, Role, TryClaimError, TryRecvError, TrySendError,
+};
+use crate::layout::{RingMem, SKIP};
+use crate::plain::Plain;
+use crate::ring::Shared;
+use crate::spsc::endpoint_common;
+use crate::sync::{AccessToken, Ordering};
+
+/// A sending end of an MPMC ring; any number may attach, from any processes.
+///
+/// # Examples
+/// ```
+/// let ring = shmring::Ring::builder().mpmc().capacity(8).slot_size(16).heap().create()?;
+/// let mut a = ring.mpmc_producer()?;
+/// let mut b = ring.mpmc_producer()?;
+/// let mut rx = ring.mpmc_consumer()?;
+/// a.try_send(b"from a")?;
+/// b.try_send(b"from b")?;
+/// let mut buf = [0u8; 16];
+/// let n = rx.try_recv(&mut buf)?;
+/// assert_eq!(&buf[..n], b"from a");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Producer {
+    shared: Arc<Shared>,
+    reg: Registration,
+}
+
+/// A receiving end of an MPMC ring; any number may attach, from any processes.
+#[derive(Debug)]
+pub struct Consumer {
+    shared: Arc<Shared>,
+    reg: Registration,
+}
+
+endpoint_common!(Producer, Role::Producer);
+endpoint_common!(Consumer, Role::Consumer);
+
+impl Producer {
+    pub(crate) fn attach(shared: Arc<Shared>) -> Result<Producer, AttachError> {
+        let reg = endpoint::register(shared.mem.header(), Role::Producer, Placement::Any)?;
+        Ok(Producer { shared, reg })
+    }
+
+    /// Claims the next free cursor and its slot.
+    ///
+    /// # Errors
+    /// [`TryClaimError::Full`], or [`TryClaimError::Corrupt`] for an impossible sequence word.
+    ///
+    /// # Examples
+    /// ```
+    /// let ring = shmring::Ring::builder().mpmc().capacity(2).slot_size(8).heap().create()?;
+    /// let (mut tx, mut rx) = (ring.mpmc_producer()?, ring.mpmc_consumer()?);
+    /// let mut slot = tx.try_claim()?;
+    /// slot[..2].copy_from_slice(b"hi");
+    /// slot.commit(2)?;
+    /// assert_eq!(&*rx.try_read()?, b"hi");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn try_claim(&mut self) -> Result<WriteSlot<'_>, TryClaimError> {
+        let mem = self.mem();
+        let geo = mem.geometry();
+        let capacity = geo.capacity as i64;
+        // Relaxed: only a first guess; the slot's sequence word (Acquire, below) decides.
+        let mut pos = mem.head().load(Ordering::Relaxed);
+        loop {
+            let idx = (pos & geo.mask()) as usize;
+            // Acquire: pairs with the Release store in `Consumer::release` (the previous lap's
+            // reads of this slot happen before our write) or, for the first lap, with `init`.
+            let seq = mem.seq(idx).load(Ordering::Acquire);
+            let dif = seq.wrapping_sub(pos) as i64;
+            if dif == 0 {
+                // Relaxed (success and failure): the cursor publishes nothing; the slot's
+                // sequence word does. On failure the value read is only a new guess.
+                match mem.head().compare_exchange_weak(
+                    pos,
+                    pos.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        let token = Some(mem.cells().write(idx));
+                        return Ok(WriteSlot {
+                            producer: self,
+                            pos,
+                            idx,
+                            token,
+                        });
+                    }
+                    Err(current) => pos = current,
+                }
+            } else if dif < 0 {
+                // The slot still holds lap pos - capacity: claimed but uncommitted (-capacity),
+                // or committed and not yet released (1 - capacity). The ring is full.
+                if dif == -capacity || dif == 1 - capacity {
+                    return Err(TryClaimError::Full);
+                }
+                return Err(TryClaimError::Corrupt(Corruption::Sequence {
+                    cursor: pos,
+                    seq,
+                }));
+            } else {
+                // Another producer claimed `pos`. Its claim happens-before the sequence store we
+                // acquired, so `head` has moved on; if it has not, the word is forged.
+                // Relaxed: a new guess, as above.
+                let current = mem.head().load(Ordering::Relaxed);
+                if current == pos {
+                    return Err(TryClaimError::Corrupt(Corruption::Sequence {
+                        cursor: pos,
+                        seq,
+                    }));
+                }
+                pos = current;
+            }
+        }
+    }
+
+    /// Copies `msg` into the ring: [`try_claim`](Self::try_claim), copy, commit.
+    ///
+    /// # Errors
+    /// [`TrySendError::Full`], [`TrySendError::TooLarge`], [`TrySendError::Corrupt`]; each
+    /// hands `msg` back.
+    #[inline]
+    pub fn try_send<'m>(&mut self, msg: &'m [u8]) -> Result<(), TrySendError<&'m [u8]>> {
+        let max = self.slot_size();
+        if msg.len() > max {
+            return Err(TrySendError::TooLarge {
+                msg,
+                len: msg.len(),
+                max,
+            });
+        }
+        let slot = self.try_claim().map_err(|e| e.with_msg(msg))?;
+        // SAFETY: `msg.len() <= slot_size` was checked above.
+        unsafe { slot.producer.mem().write_payload(slot.idx, msg) };
+        slot.publish(msg.len() as u32);
+        Ok(())
+    }
+
+    /// Copies a plain-data value into the ring.
+    ///
+    /// # Errors
+    /// As [`try_send`](Self::try_send).
+    #[inline]
+    pub fn try_send_value<T: Plain>(&mut self, value: T) -> Result<(), TrySendError<T>> {
+        crate::plain::check_fits(&value, self.slot_size())?;
+        let slot = self.try_claim().map_err(|e| e.with_msg(value))?;
+        // SAFETY: `size_of::<T>() <= slot_size` was checked above.
+        unsafe { slot.producer.mem().write_value(slot.idx, value) };
+        slot.publish(size_of::<T>() as u32);
+        Ok(())
+    }
+}
+
+/// A claimed slot: write the message into it (it dereferences to the whole slot), then
+/// [`commit`](Self::commit). Dropping it publishes a "skip" marker that consumers step over.
+#[derive(Debug)]
+#[must_use = "a claimed slot sends nothing unless committed"]
+pub struct WriteSlot<'a> {
+    producer: &'a mut Producer,
+    pos: u64,
+    idx: usize,
+    token: Option<AccessToken>,
+}
+
+impl WriteSlot<'_> {
+    /// Publishes the first `len` bytes of the slot as one message.
+    ///
+    /// # Errors
+    /// A [`CommitError`] holding this slot, uncommitted, if `len` exceeds the slot size.
+    #[inline]
+    pub fn commit(self, len: usize) -> Result<(), CommitError<Self>> {
+        let max = self.producer.slot_size();
+        if len > max {
+            return Err(CommitError {
+                slot: self,
+                len,
+                max,
+            });
+        }
+        self.publish(len as u32);
+        Ok(())
+    }
+
+    /// Stores the length and hands the slot to consumers.
+    #[inline]
+    fn publish(mut self, len: u32) {
+        self.publish_in_place(len);
+        core::mem::forget(self);
+    }
+
+    #[inline]
+    fn publish_in_place(&mut self, len: u32) {
+        let mem = self.producer.mem();
+        // End the write access before the Release store that publishes it.
+        self.token.take();
+        // Relaxed: published by the Release store of `seq` just below.
+        mem.len(self.idx).store(len, Ordering::Relaxed);
+        // Release: pairs with the Acquire load of `seq` in `Consumer::claim`: the payload and
+        // length are visible to the consumer that sees `pos + 1`.
+        mem.seq(self.idx)
+            .store(self.pos.wrapping_add(1), Ordering::Release);
+    }
+}
+
+impl Drop for WriteSlot<'_> {
+    fn drop(&mut self) {
+        // Aborted: publish a skip marker so the cursor is not lost to the consumers.
+        self.publish_in_place(SKIP);
+    }
+}
+
+impl Deref for WriteSlot<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let mem = self.producer.mem();
+        // SAFETY: this producer claimed the slot and has not published it: nobody else
+        // accesses it.
+        unsafe { mem.payload_slice(self.idx, mem.geometry().slot_size) }
+    }
+}
+
+impl DerefMut for WriteSlot<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let mem = self.producer.mem();
+        // SAFETY: as for Deref; `&mut self` makes this the only reference.
+        unsafe { mem.payload_slice_mut(self.idx, mem.geometry().slot_size) }
+    }
+}
+
+impl Consumer {
+    pub(crate) fn attach(shared: Arc<Shared>) -> Result<Consumer, AttachError> {
+        let reg = endpoint::register(shared.mem.header(), Role::Consumer, Placement::Any)?;
+        Ok(Consumer { shared, reg })
+    }
+
+    /// Claims the next committed message whose length `accept` approves. Skip markers and
+    /// corrupt lengths are consumed (the latter reported); a refused message is left in place.
+    #[inline]
+    fn claim(
+        &self,
+        accept: impl Fn(usize) -> Result<(), TryRecvError>,
+    ) -> Result<(u64, usize, usize), TryRecvError> {
+        let mem = self.mem();
+        let geo = mem.geometry();
+        let capacity = geo.capacity as i64;
+        // Relaxed: only a first guess; the slot's sequence word (Acquire, below) decides.
+        let mut pos = mem.tail().load(Ordering::Relaxed);
+        loop {
+            let idx = (pos & geo.mask()) as usize;
+            // Acquire: pairs with the Release store in `WriteSlot::publish_in_place`: the
+            // payload and length of message `pos` are visible once we see `pos + 1`.
+            let seq = mem.seq(idx).load(Ordering::Acquire);
+            let dif = seq.wrapping_sub(pos.wrapping_add(1)) as i64;
+            if dif == 0 {
+                // Relaxed: ordered by the Acquire above. Read once, then bounded. It cannot
+                // change before we release the slot, if the CAS below succeeds.
+                let len = mem.len(idx).load(Ordering::Relaxed);
+                let verdict = if len == SKIP {
+                    Ok(false)
+                } else if len as usize > geo.slot_size {
+                    Err(Corruption::Length {
+                        cursor: pos,
+                        len,
+                        max: geo.slot_size,
+                    })
+                } else {
+                    accept(len as usize)?;
+                    Ok(true)
+                };
+                // Relaxed (success and failure): the sequence words carry the ordering.
+                match mem.tail().compare_exchange_weak(
+                    pos,
+                    pos.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => match verdict {
+                        Ok(true) => return Ok((pos, idx, len as usize)),
+                        Ok(false) => {
+                            self.release(pos, idx);
+                            pos = pos.wrapping_add(1);
+                        }
+                        Err(c) => {
+                            self.release(pos, idx);
+                            return Err(TryRecvError::Corrupt(c));
+                        }
+                    },
+                    Err(current) => pos = current,
+                }
+            } else if dif < 0 {
+                // seq == pos: the producer of `pos` has not committed (-1). seq == pos + 1 -
+                // capacity: a consumer of the previous lap still reads it (-capacity).
+                if dif == -1 || dif == -capacity {
+                    return Err(TryRecvError::Empty);
+                }
+                return Err(TryRecvError::Corrupt(Corruption::Sequence {
+                    cursor: pos,
+                    seq,
+                }));
+            } else {
+                // Another consumer took `pos`; as in `Producer::try_claim`, `tail` must have
+                // moved on. Relaxed: a new guess.
+                let current = mem.tail().load(Ordering::Relaxed);
+                if current == pos {
+                    return Err(TryRecvError::Corrupt(Corruption::Sequence {
+                        cursor: pos,
+                        seq,
+                    }));
+                }
+                pos = current;
+            }
+        }
+    }
+
+    /// Hands slot `idx` (holding cursor `pos`) to the producer of the next lap.
+    #[inline]
+    fn release(&self, pos: u64, idx: usize) {
+        let mem = self.mem();
+        // Release: pairs with the Acquire load of `seq` in `Producer::try_claim`: our reads of
+        // the slot happen before the next lap's write.
+        mem.seq(idx)
+            .store(pos.wrapping_add(mem.geometry().capacity), Ordering::Release);
+    }
+
+    /// Borrows the next message in place (zero-copy); it is released when the [`ReadSlot`]
+    /// drops.
+    ///
+    /// # Errors
+    /// [`TryRecvError::Empty`] or [`TryRecvError::Corrupt`].
+    #[inline]
+    pub fn try_read(&mut self) -> Result<ReadSlot<'_>, TryRecvError> {
+        let (pos, idx, len) = self.claim(|_| Ok(()))?;
+        let token = Some(self.mem().cells().read(idx));
+        Ok(ReadSlot {
+            consumer: self,
+            pos,
+            idx,
+            len,
+            token,
+        })
+    }
+
+    /// Copies the next message into `buf` and returns its length.
+    ///
+    /// # Errors
+    /// [`TryRecvError::Empty`]; [`TryRecvError::BufferTooSmall`] if the message is longer than
+    /// `buf` (it stays in the ring); [`TryRecvError::Corrupt`].
+    #[inline]
+    pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
+        let available = buf.len();
+        let (pos, idx, len) = self.claim(|needed| {
+            if needed > available {
+                Err(TryRecvError::BufferTooSmall { needed, available })
+            } else {
+                Ok(())
+            }
+        })?;
+        let mem = self.mem();
+        let token = mem.cells().read(idx);
+        // SAFETY: we claimed `pos` and have not released it; `len <= buf.len()` and
+        // `len <= slot_size` were checked in `claim`.
+        unsafe { mem.read_payload(idx, &mut buf[..len]) };
+        token.end();
+        self.release(pos, idx);
+        Ok(len)
+    }
+
+    /// Reads a plain-data value.
+    ///
+    /// # Errors
+    /// [`TryRecvError::Empty`]; [`TryRecvError::SizeMismatch`] if the next message is not
+    /// `size_of::<T>()` bytes (it stays in the ring); [`TryRecvError::Corrupt`].
+    #[inline]
+    pub fn try_recv_value<T: Plain>(&mut self) -> Result<T, TryRecvError> {
+        let (pos, idx, _) = self.claim(crate::plain::check_size::<T>)?;
+        let mem = self.mem();
+        let token = mem.cells().read(idx);
+        // SAFETY: claimed and unreleased; the message is exactly size_of::<T>() <= slot_size
+        // bytes, and `T: Plain` accepts any bytes.
+        let value = unsafe { mem.read_value::<T>(idx) };
+        token.end();
+        self.release(pos, idx);
+        Ok(value)
+    }
+}
+
+/// A message borrowed in place; its slot is released when this drops.
+#[derive(Debug)]
+pub struct ReadSlot<'a> {
+    consumer: &'a mut Consumer,
+    pos: u64,
+    idx: usize,
+    len: usize,
+    token: Option<AccessToken>,
+}
+
+impl Deref for ReadSlot<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: claimed and unreleased until this guard drops; `len` was bounded by
+        // `slot_size` in `claim`.
+        unsafe { self.consumer.mem().payload_slice(self.idx, self.len) }
+    }
+}
+
+impl Drop for ReadSlot<'_> {
+    fn drop(&mut self) {
+        // End the read access before the Release store that hands the slot back.
+        self.token.take();
+        self.consumer.release(self.pos, self.idx);
+    }
+}

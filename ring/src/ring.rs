@@ -1,0 +1,490 @@
+//! Creating and opening rings: the builder, and the handle every endpoint attaches through.
+
+use core::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::endpoint::{self, EndpointInfo, EndpointWord};
+use crate::error::{AttachError, ConfigError, OpenError, Role};
+use crate::layout::{self, Geometry, HEADER_SIZE, Kind, MAGIC, RingMem};
+use crate::segment::{self, Backing, Cleanup, MapOptions, Segment, SysvKey};
+use crate::sync::Ordering;
+use crate::{mpmc, spsc};
+
+/// How long an opener waits, by default, for a creator to finish building the header.
+pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A mapped, validated ring and the memory that holds it. Endpoints keep it alive.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) mem: RingMem,
+    backing: Backing,
+    created: bool,
+    // Dropped last: unmaps (and maybe removes) the memory `mem` points into.
+    #[allow(dead_code)] // held for its Drop
+    segment: Segment,
+}
+
+/// Configures, creates and opens rings.
+///
+/// A ring is created with a kind, a capacity and a slot size, in a backing (POSIX, SysV,
+/// anonymous or heap). Opening reads kind, capacity and slot size from the segment's header;
+/// any of them set on the builder become expectations, checked against the header.
+///
+/// # Examples
+/// ```
+/// use shmring::Ring;
+///
+/// let name = format!("/shmring-doc-{}", std::process::id());
+/// let created = Ring::builder().spsc().capacity(64).slot_size(32).posix(&name).create()?;
+/// let opened = Ring::builder().posix(&name).open()?; // learns SPSC, 64, 32 from the header
+/// assert_eq!((opened.capacity(), opened.slot_size()), (64, 32));
+///
+/// let mut tx = created.spsc_producer()?;
+/// let mut rx = opened.spsc_consumer()?;
+/// tx.try_send(b"hello")?;
+/// let mut buf = [0u8; 32];
+/// let n = rx.try_recv(&mut buf)?;
+/// assert_eq!(&buf[..n], b"hello");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct RingBuilder {
+    kind: Option<Kind>,
+    capacity: Option<u64>,
+    slot_size: Option<usize>,
+    backing: Option<Backing>,
+    opts: MapOptions,
+    init_timeout: Duration,
+    cleanup: Cleanup,
+}
+
+impl Default for RingBuilder {
+    fn default() -> Self {
+        RingBuilder::new()
+    }
+}
+
+impl RingBuilder {
+    /// A builder with nothing chosen: mode 0600, no prefault, no huge pages,
+    /// [`DEFAULT_INIT_TIMEOUT`], [`Cleanup::Creator`].
+    pub fn new() -> RingBuilder {
+        RingBuilder {
+            kind: None,
+            capacity: None,
+            slot_size: None,
+            backing: None,
+            opts: MapOptions {
+                mode: 0o600,
+                populate: false,
+                huge_pages: false,
+            },
+            init_timeout: DEFAULT_INIT_TIMEOUT,
+            cleanup: Cleanup::Creator,
+        }
+    }
+
+    /// Single producer, single consumer.
+    pub fn spsc(self) -> Self {
+        self.kind(Kind::Spsc)
+    }
+
+    /// Multiple producers, multiple consumers (capacity at least 2).
+    pub fn mpmc(self) -> Self {
+        self.kind(Kind::Mpmc)
+    }
+
+    /// The ring's algorithm.
+    pub fn kind(mut self, kind: Kind) -> Self {
+        self.kind = Some(kind);
+        self
+    }
+
+    /// Number of slots: a power of two, at most [`MAX_CAPACITY`](crate::MAX_CAPACITY).
+    pub fn capacity(mut self, slots: u64) -> Self {
+        self.capacity = Some(slots);
+        self
+    }
+
+    /// Largest message, in bytes, at most [`MAX_SLOT_SIZE`](crate::MAX_SLOT_SIZE).
+    pub fn slot_size(mut self, bytes: usize) -> Self {
+        self.slot_size = Some(bytes);
+        self
+    }
+
+    /// A POSIX shared-memory object. `"name"` and `"/name"` are the same object.
+    pub fn posix(mut self, name: impl AsRef<str>) -> Self {
+        self.backing = Some(Backing::Posix(name.as_ref().to_owned()));
+        self
+    }
+
+    /// A System V segment with an explicit key.
+    pub fn sysv(mut self, key: i32) -> Self {
+        self.backing = Some(Backing::SysV(SysvKey::Key(key)));
+        self
+    }
+
+    /// A System V segment keyed by `ftok(path, proj_id)`.
+    pub fn sysv_path(mut self, path: impl Into<PathBuf>, proj_id: u8) -> Self {
+        self.backing = Some(Backing::SysV(SysvKey::Path {
+            path: path.into(),
+            proj_id,
+        }));
+        self
+    }
+
+    /// An anonymous shared mapping, shared with children created by `fork` afterwards.
+    pub fn anonymous(mut self) -> Self {
+        self.backing = Some(Backing::Anonymous);
+        self
+    }
+
+    /// Process-local memory, for rings between threads.
+    pub fn heap(mut self) -> Self {
+        self.backing = Some(Backing::Heap);
+        self
+    }
+
+    /// Any backing.
+    pub fn backing(mut self, backing: Backing) -> Self {
+        self.backing = Some(backing);
+        self
+    }
+
+    /// Permission bits of a new named segment (default `0o600`), applied whatever the umask.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.opts.mode = mode & 0o777;
+        self
+    }
+
+    /// Fault every page in when mapping, so the first laps do not pay page faults.
+    pub fn populate(mut self, on: bool) -> Self {
+        self.opts.populate = on;
+        self
+    }
+
+    /// Back the ring with huge pages (SysV and anonymous only; needs reserved huge pages).
+    pub fn huge_pages(mut self, on: bool) -> Self {
+        self.opts.huge_pages = on;
+        self
+    }
+
+    /// How long [`open`](Self::open) waits for a creator to finish the header.
+    pub fn init_timeout(mut self, timeout: Duration) -> Self {
+        self.init_timeout = timeout;
+        self
+    }
+
+    /// Who removes a named segment; see [`Cleanup`].
+    pub fn cleanup(mut self, cleanup: Cleanup) -> Self {
+        self.cleanup = cleanup;
+        self
+    }
+
+    fn geometry(&self) -> Result<Geometry, ConfigError> {
+        let kind = self
+            .kind
+            .ok_or(ConfigError::Missing("kind: call spsc() or mpmc()"))?;
+        let capacity = self
+            .capacity
+            .ok_or(ConfigError::Missing("capacity: call capacity(slots)"))?;
+        let slot_size = self
+            .slot_size
+            .ok_or(ConfigError::Missing("slot size: call slot_size(bytes)"))?;
+        Geometry::new(kind, capacity, slot_size)
+    }
+
+    /// The bytes a ring with this configuration occupies: header plus `capacity × stride`.
+    ///
+    /// # Errors
+    /// The [`ConfigError`] that [`create`](Self::create) would report.
+    ///
+    /// # Examples
+    /// ```
+    /// let b = shmring::Ring::builder().spsc().capacity(1024).slot_size(8);
+    /// assert_eq!(b.segment_size()?, 8192 + 1024 * 16);
+    /// # Ok::<(), shmring::ConfigError>(())
+    /// ```
+    pub fn segment_size(&self) -> Result<usize, ConfigError> {
+        Ok(self.geometry()?.total_size)
+    }
+
+    fn backing_ref(&self) -> Result<&Backing, ConfigError> {
+        self.backing.as_ref().ok_or(ConfigError::Missing(
+            "backing: call posix(name), sysv(key), anonymous() or heap()",
+        ))
+    }
+
+    /// Creates a new ring; fails if a segment of that name or key exists.
+    ///
+    /// # Errors
+    /// [`OpenError::Config`] for a bad configuration, [`OpenError::AlreadyExists`], or the OS
+    /// error of the failing call.
+    pub fn create(&self) -> Result<Ring, OpenError> {
+        let geo = self.geometry()?;
+        let backing = self.backing_ref()?.clone();
+        let mut segment = match &backing {
+            Backing::Posix(name) => segment::posix::create(
+                &segment::posix::normalize_name(name)?,
+                geo.total_size,
+                &self.opts,
+            )?,
+            Backing::SysV(key) => {
+                segment::sysv::create(segment::sysv::ftok_key(key)?, geo.total_size, &self.opts)?
+            }
+            Backing::Anonymous => segment::anon::create(geo.total_size, &self.opts)?,
+            Backing::Heap => segment::heap::create(geo.total_size)?,
+        };
+        if matches!(backing, Backing::Posix(_) | Backing::SysV(_))
+            && self.cleanup == Cleanup::Creator
+        {
+            segment.remove_on_drop();
+        }
+        let creator = EndpointWord::current(Role::Producer).0;
+        // SAFETY: the segment is fresh, zero-filled, page-aligned and `total_size` long; nobody
+        // else reads it before the ready word.
+        unsafe { layout::init(segment.base(), &geo, creator) };
+        // SAFETY: just built for `geo`; `Shared` keeps the segment mapped as long as `mem`.
+        let mem = unsafe { RingMem::new(segment.base(), geo) };
+        Ok(Ring::new(mem, backing, true, segment))
+    }
+
+    /// Opens an existing ring, validating its header, waiting up to the init timeout for a
+    /// creator that is still building it.
+    ///
+    /// # Errors
+    /// [`OpenError::NotFound`], [`OpenError::PermissionDenied`], and for a segment that is not
+    /// a usable ring: [`OpenError::NotShmring`], [`OpenError::VersionMismatch`],
+    /// [`OpenError::LayoutMismatch`] (also when it differs from what this builder asked for),
+    /// [`OpenError::CorruptHeader`], [`OpenError::Truncated`], [`OpenError::NotInitialized`].
+    pub fn open(&self) -> Result<Ring, OpenError> {
+        let started = Instant::now();
+        let backing = self.backing_ref()?.clone();
+        let segment = match &backing {
+            Backing::Posix(name) => segment::posix::open(
+                &segment::posix::normalize_name(name)?,
+                &self.opts,
+                HEADER_SIZE,
+                started,
+                self.init_timeout,
+            )?,
+            Backing::SysV(key) => {
+                segment::sysv::open(segment::sysv::ftok_key(key)?, &self.opts, HEADER_SIZE)?
+            }
+            Backing::Anonymous | Backing::Heap => {
+                return Err(ConfigError::Unsupported(
+                    "opening an anonymous or heap ring: share the Ring handle (or fork) instead",
+                )
+                .into());
+            }
+        };
+        let base = segment.base();
+        loop {
+            // SAFETY: the open functions guarantee at least HEADER_SIZE mapped bytes.
+            if unsafe { layout::read_ready(base) } != 0 {
+                break;
+            }
+            // SAFETY: as above.
+            let magic = unsafe { layout::read_magic(base) };
+            if magic != 0 && magic != MAGIC {
+                return Err(OpenError::NotShmring { found: magic });
+            }
+            if started.elapsed() >= self.init_timeout {
+                return Err(OpenError::NotInitialized {
+                    waited: started.elapsed(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // SAFETY: the mapping holds `segment.len() >= HEADER_SIZE` bytes.
+        let geo = unsafe { layout::validate(base, segment.len()) }?;
+        let expectations = [
+            (
+                "kind",
+                self.kind.map(|k| u64::from(k.code())),
+                u64::from(geo.kind.code()),
+            ),
+            ("capacity", self.capacity, geo.capacity),
+            (
+                "slot_size",
+                self.slot_size.map(|s| s as u64),
+                geo.slot_size as u64,
+            ),
+        ];
+        for (field, expected, found) in expectations {
+            if let Some(expected) = expected.filter(|&e| e != found) {
+                return Err(OpenError::LayoutMismatch {
+                    field,
+                    expected,
+                    found,
+                });
+            }
+        }
+        // SAFETY: validated for `geo` within the mapping, which `Shared` keeps alive.
+        let mem = unsafe { RingMem::new(base, geo) };
+        Ok(Ring::new(mem, backing, false, segment))
+    }
+
+    /// Creates the ring, or opens it if it exists. Race-free: of any number of processes
+    /// calling this at once, exactly one creates and initializes; the others wait for its ready
+    /// word and attach (or time out with [`OpenError::NotInitialized`]).
+    ///
+    /// # Errors
+    /// As [`create`](Self::create) and [`open`](Self::open); a ring that exists with another
+    /// kind, capacity or slot size gives [`OpenError::LayoutMismatch`].
+    pub fn open_or_create(&self) -> Result<Ring, OpenError> {
+        if matches!(self.backing_ref()?, Backing::Anonymous | Backing::Heap) {
+            return self.create();
+        }
+        self.geometry()?;
+        // The segment can vanish between a failed create and the open (its creator failed and
+        // removed it): try again a few times.
+        let mut last = OpenError::NotFound;
+        for _ in 0..8 {
+            match self.create() {
+                Err(OpenError::AlreadyExists) => {}
+                other => return other,
+            }
+            match self.open() {
+                Err(OpenError::NotFound) => last = OpenError::NotFound,
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+}
+
+/// A handle to a mapped ring. Cheap to clone; endpoints attach through it and keep the mapping
+/// alive after the handle drops.
+#[derive(Clone)]
+pub struct Ring {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Ring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring")
+            .field("kind", &self.kind())
+            .field("capacity", &self.capacity())
+            .field("slot_size", &self.slot_size())
+            .field("backing", &self.shared.backing)
+            .finish()
+    }
+}
+
+impl Ring {
+    fn new(mem: RingMem, backing: Backing, created: bool, segment: Segment) -> Ring {
+        Ring {
+            shared: Arc::new(Shared {
+                mem,
+                backing,
+                created,
+                segment,
+            }),
+        }
+    }
+
+    /// A [`RingBuilder`].
+    pub fn builder() -> RingBuilder {
+        RingBuilder::new()
+    }
+
+    /// SPSC or MPMC.
+    pub fn kind(&self) -> Kind {
+        self.shared.mem.geometry().kind
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> u64 {
+        self.shared.mem.geometry().capacity
+    }
+
+    /// Largest message, in bytes.
+    pub fn slot_size(&self) -> usize {
+        self.shared.mem.geometry().slot_size
+    }
+
+    /// Bytes the ring occupies in its segment (header + capacity × stride).
+    pub fn segment_size(&self) -> usize {
+        self.shared.mem.geometry().total_size
+    }
+
+    /// Where the ring lives.
+    pub fn backing(&self) -> &Backing {
+        &self.shared.backing
+    }
+
+    /// Whether this handle created the ring (rather than opened it).
+    pub fn created(&self) -> bool {
+        self.shared.created
+    }
+
+    /// Messages in the ring, approximately (the cursors move while they are read); at most the
+    /// capacity.
+    pub fn len(&self) -> usize {
+        let mem = &self.shared.mem;
+        // Relaxed: a snapshot; nothing is read through it.
+        let tail = mem.tail().load(Ordering::Relaxed);
+        let head = mem.head().load(Ordering::Relaxed);
+        head.saturating_sub(tail).min(self.capacity()) as usize
+    }
+
+    /// Whether [`len`](Self::len) is 0.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The endpoints registered in the segment, with whether their processes are alive.
+    pub fn endpoints(&self) -> Vec<EndpointInfo> {
+        endpoint::endpoints(self.shared.mem.header())
+    }
+
+    fn expect(&self, kind: Kind) -> Result<(), AttachError> {
+        if self.kind() == kind {
+            Ok(())
+        } else {
+            Err(AttachError::WrongKind {
+                expected: kind,
+                found: self.kind(),
+            })
+        }
+    }
+
+    /// Attaches the producer of an SPSC ring.
+    ///
+    /// # Errors
+    /// [`AttachError::WrongKind`] on an MPMC ring; [`AttachError::RoleTaken`] while a live
+    /// process holds the producer role; [`AttachError::Corrupt`] for inconsistent cursors.
+    pub fn spsc_producer(&self) -> Result<spsc::Producer, AttachError> {
+        self.expect(Kind::Spsc)?;
+        spsc::Producer::attach(Arc::clone(&self.shared))
+    }
+
+    /// Attaches the consumer of an SPSC ring.
+    ///
+    /// # Errors
+    /// As [`spsc_producer`](Self::spsc_producer), for the consumer role.
+    pub fn spsc_consumer(&self) -> Result<spsc::Consumer, AttachError> {
+        self.expect(Kind::Spsc)?;
+        spsc::Consumer::attach(Arc::clone(&self.shared))
+    }
+
+    /// Attaches a producer to an MPMC ring.
+    ///
+    /// # Errors
+    /// [`AttachError::WrongKind`] on an SPSC ring; [`AttachError::RegistryFull`].
+    pub fn mpmc_producer(&self) -> Result<mpmc::Producer, AttachError> {
+        self.expect(Kind::Mpmc)?;
+        mpmc::Producer::attach(Arc::clone(&self.shared))
+    }
+
+    /// Attaches a consumer to an MPMC ring.
+    ///
+    /// # Errors
+    /// As [`mpmc_producer`](Self::mpmc_producer).
+    pub fn mpmc_consumer(&self) -> Result<mpmc::Consumer, AttachError> {
+        self.expect(Kind::Mpmc)?;
+        mpmc::Consumer::attach(Arc::clone(&self.shared))
+    }
+}

@@ -1,0 +1,159 @@
+//! System V shared memory: `shmget` + `shmat`, sized by `shmctl(IPC_STAT)`, removed with
+//! `shmctl(IPC_RMID)`.
+//!
+//! Linux keeps a segment that is marked for removal while still attached alive until the last
+//! `shmdt` (or the last attached process exits); from the mark on, it cannot be attached by key.
+//! A detached segment that nobody removed stays in the system, contents intact, until reboot.
+//! SysV permissions are not filtered through the umask.
+
+use core::ptr::NonNull;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+
+use nix::errno::Errno;
+
+use super::{Kind, MapOptions, Segment, SysvKey};
+use crate::error::{ConfigError, OpenError};
+
+/// Resolves a key: explicit, or `ftok(3)` of a path and project id.
+pub(crate) fn ftok_key(key: &SysvKey) -> Result<libc::key_t, OpenError> {
+    match key {
+        SysvKey::Key(0) => Err(ConfigError::InvalidName {
+            name: "0".into(),
+            reason: "SysV key 0 is IPC_PRIVATE; use an anonymous segment to share with children",
+        }
+        .into()),
+        SysvKey::Key(k) => Ok(*k),
+        SysvKey::Path { path, proj_id } => {
+            if *proj_id == 0 {
+                return Err(ConfigError::InvalidName {
+                    name: path.display().to_string(),
+                    reason: "ftok's project id must not be 0",
+                }
+                .into());
+            }
+            let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+                ConfigError::InvalidName {
+                    name: path.display().to_string(),
+                    reason: "contains a NUL byte",
+                }
+            })?;
+            // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+            let k = unsafe { libc::ftok(c.as_ptr(), libc::c_int::from(*proj_id)) };
+            if k == -1 {
+                return Err(OpenError::from_errno("ftok", Errno::last()));
+            }
+            Ok(k)
+        }
+    }
+}
+
+/// `shmget(2)`.
+pub(crate) fn shmget(key: libc::key_t, size: usize, flags: libc::c_int) -> nix::Result<i32> {
+    // SAFETY: plain syscall with integer arguments.
+    Errno::result(unsafe { libc::shmget(key, size, flags) })
+}
+
+/// `shmctl(2)` with `IPC_RMID`: mark for removal (freed after the last detach).
+pub(crate) fn shmctl_rmid(id: i32) -> nix::Result<()> {
+    // SAFETY: IPC_RMID ignores the buffer argument, so null is fine.
+    Errno::result(unsafe { libc::shmctl(id, libc::IPC_RMID, core::ptr::null_mut()) }).map(drop)
+}
+
+/// `shmctl(2)` with `IPC_STAT`: the segment's real size, which the header must not exceed.
+fn segment_size(id: i32) -> Result<usize, OpenError> {
+    let mut ds = core::mem::MaybeUninit::<libc::shmid_ds>::zeroed();
+    // SAFETY: `ds` is a writable shmid_ds for IPC_STAT to fill.
+    Errno::result(unsafe { libc::shmctl(id, libc::IPC_STAT, ds.as_mut_ptr()) })
+        .map_err(|e| OpenError::from_errno("shmctl", e))?;
+    // SAFETY: IPC_STAT succeeded and filled the struct (it was zeroed before, too).
+    Ok(unsafe { ds.assume_init() }.shm_segsz)
+}
+
+/// `shmat(2)` at an address of the kernel's choosing, read-write.
+fn shmat(id: i32) -> Result<NonNull<u8>, OpenError> {
+    // SAFETY: a null address lets the kernel choose a fresh range that aliases nothing.
+    let p = unsafe { libc::shmat(id, core::ptr::null(), 0) };
+    if p as isize == -1 {
+        return Err(OpenError::from_errno("shmat", Errno::last()));
+    }
+    NonNull::new(p.cast()).ok_or(OpenError::Io {
+        op: "shmat",
+        source: std::io::Error::other("returned a null address"),
+    })
+}
+
+/// `shmdt(2)`.
+///
+/// # Safety
+/// `base` was returned by `shmat` and is no longer referenced.
+pub(crate) unsafe fn shmdt(base: NonNull<u8>) {
+    // SAFETY: caller's duty; a failure (EINVAL) would mean it is already detached.
+    let _ = unsafe { libc::shmdt(base.as_ptr().cast()) };
+}
+
+/// Creates the segment for `key` exclusively with `len` zero bytes and attaches it.
+pub(crate) fn create(
+    key: libc::key_t,
+    len: usize,
+    opts: &MapOptions,
+) -> Result<Segment, OpenError> {
+    let mut flags = libc::IPC_CREAT | libc::IPC_EXCL | (opts.mode & 0o777) as libc::c_int;
+    if opts.huge_pages {
+        flags |= libc::SHM_HUGETLB;
+    }
+    let id = shmget(key, len, flags).map_err(|e| OpenError::from_errno("shmget", e))?;
+    match shmat(id) {
+        Ok(base) => {
+            if opts.populate {
+                prefault(base, len);
+            }
+            Ok(Segment {
+                base,
+                len,
+                kind: Kind::SysV { id },
+                remove_by: None,
+            })
+        }
+        Err(e) => {
+            let _ = shmctl_rmid(id);
+            Err(e)
+        }
+    }
+}
+
+/// Attaches the existing segment for `key`, all of it, as `IPC_STAT` reports its size.
+pub(crate) fn open(
+    key: libc::key_t,
+    opts: &MapOptions,
+    min_len: usize,
+) -> Result<Segment, OpenError> {
+    let id = shmget(key, 0, 0).map_err(|e| OpenError::from_errno("shmget", e))?;
+    let len = segment_size(id)?;
+    if len < min_len {
+        // A SysV segment is sized by shmget itself: a short one will not grow, so no wait.
+        return Err(OpenError::Truncated {
+            needed: min_len as u64,
+            found: len as u64,
+        });
+    }
+    let base = shmat(id)?;
+    if opts.populate {
+        prefault(base, len);
+    }
+    Ok(Segment {
+        base,
+        len,
+        kind: Kind::SysV { id },
+        remove_by: None,
+    })
+}
+
+/// `madvise(MADV_WILLNEED)` cannot populate shared anonymous-backed SysV memory, so touch one
+/// byte per page (a read, leaving contents unchanged).
+fn prefault(base: NonNull<u8>, len: usize) {
+    for off in (0..len).step_by(4096) {
+        // SAFETY: `off < len`, inside the attached segment; a volatile read changes nothing.
+        unsafe { core::ptr::read_volatile(base.as_ptr().add(off)) };
+    }
+}

@@ -1,0 +1,608 @@
+//! Single producer, single consumer: Lamport's ring with cached cursors.
+//!
+//! The producer owns `head`, the consumer owns `tail`; both are monotonic `u64` message counts
+//! and a message's slot is `cursor & (capacity - 1)`. Each side keeps its own cursor in a local
+//! and a cached copy of the other side's, which it reloads only when the ring looks full (the
+//! producer) or empty (the consumer), so in steady state each side touches the other's cache line
+//! once per batch of messages, not once per message. No read-modify-write on the hot path.
+//!
+//! Synchronisation (each pair documented at its two ends):
+//! - the producer writes a slot's payload and length, then stores `head` with Release; the
+//!   consumer's Acquire load of `head` makes both visible: a consumer never sees a torn message;
+//! - the consumer reads a slot, then stores `tail` with Release; the producer's Acquire load of
+//!   `tail` orders those reads before its next write to the slot.
+//!
+//! Every cursor read from the segment is checked (`head - tail <= capacity`) and every length
+//! (`len <= slot_size`) before use: a corrupt segment yields [`Corruption`], never an
+//! out-of-bounds access.
+
+use core::mem::size_of;
+use core::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use crate::endpoint::{self, Placement, Registration};
+use crate::error::{
+    AttachError, CommitError, Corruption, Role, TryClaimError, TryRecvError, TrySendError,
+};
+use crate::layout::RingMem;
+use crate::plain::Plain;
+use crate::ring::Shared;
+use crate::sync::{AccessToken, Ordering};
+
+/// The sending end of an SPSC ring. One per ring, across all processes.
+///
+/// # Examples
+/// ```
+/// let ring = shmring::Ring::builder().spsc().capacity(4).slot_size(8).heap().create()?;
+/// let mut tx = ring.spsc_producer()?;
+/// let mut rx = ring.spsc_consumer()?;
+/// for i in 0..4u64 {
+///     tx.try_send_value(i)?;
+/// }
+/// assert!(tx.try_send_value(4u64).unwrap_err().is_full());
+/// assert_eq!(rx.try_recv_value::<u64>()?, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Producer {
+    shared: Arc<Shared>,
+    reg: Registration,
+    /// Next cursor to publish. Only this producer stores `head`, so the local copy is exact.
+    head: u64,
+    /// The consumer cursor as last loaded; reloaded when the ring looks full.
+    cached_tail: u64,
+}
+
+/// The receiving end of an SPSC ring. One per ring, across all processes.
+#[derive(Debug)]
+pub struct Consumer {
+    shared: Arc<Shared>,
+    reg: Registration,
+    /// Next cursor to read. Only this consumer stores `tail`, so the local copy is exact.
+    tail: u64,
+    /// The producer cursor as last loaded; reloaded when the ring looks empty.
+    cached_head: u64,
+}
+
+/// Loads both cursors for a newly attached endpoint and checks they make sense.
+fn load_cursors(mem: &RingMem) -> Result<(u64, u64), Corruption> {
+    // Acquire (both): pairs with the Release stores of the endpoints that held the roles before,
+    // so we continue from where they left off, their slot accesses ordered before ours.
+    let head = mem.head().load(Ordering::Acquire);
+    let tail = mem.tail().load(Ordering::Acquire);
+    let capacity = mem.geometry().capacity;
+    if head.wrapping_sub(tail) > capacity {
+        return Err(Corruption::Cursors {
+            head,
+            tail,
+            capacity,
+        });
+    }
+    Ok((head, tail))
+}
+
+macro_rules! endpoint_common {
+    ($t:ty, $role:expr) => {
+        impl $t {
+            /// Number of slots in the ring.
+            pub fn capacity(&self) -> u64 {
+                self.shared.mem.geometry().capacity
+            }
+
+            /// Largest message, in bytes.
+            pub fn slot_size(&self) -> usize {
+                self.shared.mem.geometry().slot_size
+            }
+
+            #[inline(always)]
+            fn mem(&self) -> &RingMem {
+                &self.shared.mem
+            }
+        }
+
+        impl Drop for $t {
+            fn drop(&mut self) {
+                endpoint::deregister(self.shared.mem.header(), &self.reg);
+            }
+        }
+    };
+}
+pub(crate) use endpoint_common;
+
+endpoint_common!(Producer, Role::Producer);
+endpoint_common!(Consumer, Role::Consumer);
+
+impl Producer {
+    pub(crate) fn attach(shared: Arc<Shared>) -> Result<Producer, AttachError> {
+        let reg = endpoint::register(shared.mem.header(), Role::Producer, Placement::Fixed(0))?;
+        match load_cursors(&shared.mem) {
+            Ok((head, tail)) => Ok(Producer {
+                shared,
+                reg,
+                head,
+                cached_tail: tail,
+            }),
+            Err(c) => {
+                endpoint::deregister(shared.mem.header(), &reg);
+                Err(AttachError::Corrupt(c))
+            }
+        }
+    }
+
+    /// Free slots, reloading the consumer cursor only if fewer than `want` look free.
+    #[inline]
+    fn free(&mut self, want: u64) -> Result<u64, Corruption> {
+        let capacity = self.mem().geometry().capacity;
+        // Invariant: head - cached_tail <= capacity (checked whenever cached_tail is loaded).
+        let mut used = self.head.wrapping_sub(self.cached_tail);
+        if capacity - used < want {
+            // Acquire: pairs with the Release store of `tail` in `Consumer::release`: the
+            // consumer's reads of the slots it released happen before we overwrite them.
+            self.cached_tail = self.mem().tail().load(Ordering::Acquire);
+            used = self.head.wrapping_sub(self.cached_tail);
+            if used > capacity {
+                return Err(Corruption::Cursors {
+                    head: self.head,
+                    tail: self.cached_tail,
+                    capacity,
+                });
+            }
+        }
+        Ok(capacity - used)
+    }
+
+    /// Makes the next `count` slots visible to the consumer.
+    #[inline]
+    fn publish(&mut self, count: u64) {
+        self.head = self.head.wrapping_add(count);
+        // Release: pairs with the Acquire load of `head` in `Consumer::available`: the payloads
+        // and lengths written into these slots are visible to the consumer before the cursor.
+        self.mem().head().store(self.head, Ordering::Release);
+    }
+
+    /// Writes `msg` into the slot of cursor `head + offset` (not yet published).
+    #[inline]
+    fn write(&self, offset: u64, msg: &[u8]) {
+        let mem = self.mem();
+        let idx = (self.head.wrapping_add(offset) & mem.geometry().mask()) as usize;
+        let token = mem.cells().write(idx);
+        // SAFETY: `msg.len() <= slot_size` (callers check), the slot is free (`free` said so)
+        // and unpublished, so only this producer accesses it.
+        unsafe { mem.write_payload(idx, msg) };
+        token.end();
+        // Relaxed: published by the Release store of `head` in `publish`.
+        mem.len(idx).store(msg.len() as u32, Ordering::Relaxed);
+    }
+
+    /// Claims the next slot for writing in place (zero-copy). Write into the returned
+    /// [`WriteSlot`], then [`commit`](WriteSlot::commit) the length; dropping it instead sends
+    /// nothing.
+    ///
+    /// # Errors
+    /// [`TryClaimError::Full`], or [`TryClaimError::Corrupt`] if the consumer cursor in the
+    /// segment is impossible.
+    ///
+    /// # Examples
+    /// ```
+    /// let ring = shmring::Ring::builder().spsc().capacity(8).slot_size(64).heap().create()?;
+    /// let (mut tx, mut rx) = (ring.spsc_producer()?, ring.spsc_consumer()?);
+    /// let mut slot = tx.try_claim()?;
+    /// slot[..5].copy_from_slice(b"hello");
+    /// slot.commit(5)?;
+    /// assert_eq!(&*rx.try_read()?, b"hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn try_claim(&mut self) -> Result<WriteSlot<'_>, TryClaimError> {
+        if self.free(1).map_err(TryClaimError::Corrupt)? == 0 {
+            return Err(TryClaimError::Full);
+        }
+        let idx = (self.head & self.mem().geometry().mask()) as usize;
+        let token = self.mem().cells().write(idx);
+        Ok(WriteSlot {
+            producer: self,
+            idx,
+            token,
+        })
+    }
+
+    /// Copies `msg` into the ring: [`try_claim`](Self::try_claim), copy, commit.
+    ///
+    /// # Errors
+    /// [`TrySendError::Full`], [`TrySendError::TooLarge`] if `msg` is longer than a slot, or
+    /// [`TrySendError::Corrupt`]; each hands `msg` back.
+    #[inline]
+    pub fn try_send<'m>(&mut self, msg: &'m [u8]) -> Result<(), TrySendError<&'m [u8]>> {
+        let max = self.slot_size();
+        if msg.len() > max {
+            return Err(TrySendError::TooLarge {
+                msg,
+                len: msg.len(),
+                max,
+            });
+        }
+        let mut slot = self.try_claim().map_err(|e| e.with_msg(msg))?;
+        // SAFETY: `msg.len() <= slot_size` was checked above.
+        unsafe { slot.fill(msg) };
+        slot.publish(msg.len());
+        Ok(())
+    }
+
+    /// Copies as many of `msgs` as there are free slots and publishes them with one cursor
+    /// store. Returns how many were sent: the first that many; the rest did not fit.
+    ///
+    /// # Errors
+    /// [`TrySendError::TooLarge`] naming (in `msg`) the index of a message longer than a slot;
+    /// the messages before it were sent. [`TrySendError::Corrupt`] (with index 0): nothing sent.
+    ///
+    /// # Examples
+    /// ```
+    /// let ring = shmring::Ring::builder().spsc().capacity(4).slot_size(8).heap().create()?;
+    /// let (mut tx, mut rx) = (ring.spsc_producer()?, ring.spsc_consumer()?);
+    /// assert_eq!(tx.try_send_batch(&[b"a", b"b", b"c", b"d", b"e"])?, 4);
+    /// let mut got = Vec::new();
+    /// assert_eq!(rx.try_recv_batch(10, |m| got.push(m.to_vec()))?, 4);
+    /// assert_eq!(got, [b"a", b"b", b"c", b"d"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_send_batch<M: AsRef<[u8]>>(
+        &mut self,
+        msgs: &[M],
+    ) -> Result<usize, TrySendError<usize>> {
+        let free = self
+            .free(msgs.len() as u64)
+            .map_err(|c| TrySendError::Corrupt(0, c))?;
+        let n = msgs.len().min(free as usize);
+        let max = self.slot_size();
+        let mut sent = 0;
+        let mut result = Ok(n);
+        for msg in &msgs[..n] {
+            let msg = msg.as_ref();
+            if msg.len() > max {
+                result = Err(TrySendError::TooLarge {
+                    msg: sent,
+                    len: msg.len(),
+                    max,
+                });
+                break;
+            }
+            self.write(sent as u64, msg);
+            sent += 1;
+        }
+        if sent > 0 {
+            self.publish(sent as u64);
+        }
+        result
+    }
+
+    /// Copies a plain-data value into the ring.
+    ///
+    /// # Errors
+    /// As [`try_send`](Self::try_send); `TooLarge` if `size_of::<T>()` exceeds the slot size.
+    #[inline]
+    pub fn try_send_value<T: Plain>(&mut self, value: T) -> Result<(), TrySendError<T>> {
+        crate::plain::check_fits(&value, self.slot_size())?;
+        let mut slot = self.try_claim().map_err(|e| e.with_msg(value))?;
+        // SAFETY: `size_of::<T>() <= slot_size` was checked above.
+        unsafe { slot.fill_value(value) };
+        slot.publish(size_of::<T>());
+        Ok(())
+    }
+
+    /// Messages in the ring as this producer last saw it (it may have drained since).
+    pub fn len(&self) -> usize {
+        self.head.wrapping_sub(self.cached_tail) as usize
+    }
+
+    /// Whether [`len`](Self::len) is 0.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A claimed slot: write the message into it (it dereferences to the whole slot, `slot_size`
+/// bytes, holding stale bytes), then [`commit`](Self::commit). Dropping it sends nothing.
+#[derive(Debug)]
+#[must_use = "a claimed slot sends nothing unless committed"]
+pub struct WriteSlot<'a> {
+    producer: &'a mut Producer,
+    idx: usize,
+    token: AccessToken,
+}
+
+impl WriteSlot<'_> {
+    /// Publishes the first `len` bytes of the slot as one message.
+    ///
+    /// # Errors
+    /// A [`CommitError`] holding this slot, uncommitted, if `len` exceeds the slot size.
+    #[inline]
+    pub fn commit(self, len: usize) -> Result<(), CommitError<Self>> {
+        let max = self.producer.slot_size();
+        if len > max {
+            return Err(CommitError {
+                slot: self,
+                len,
+                max,
+            });
+        }
+        self.publish(len);
+        Ok(())
+    }
+
+    /// Copies `msg` to the start of the slot.
+    ///
+    /// # Safety
+    /// `msg.len() <= slot_size`.
+    #[inline]
+    unsafe fn fill(&mut self, msg: &[u8]) {
+        // SAFETY: the slot is claimed and unpublished (only we access it); the length is the
+        // caller's duty.
+        unsafe { self.producer.mem().write_payload(self.idx, msg) }
+    }
+
+    /// Writes `value` to the start of the slot.
+    ///
+    /// # Safety
+    /// `size_of::<T>() <= slot_size`.
+    #[inline]
+    unsafe fn fill_value<T: Plain>(&mut self, value: T) {
+        // SAFETY: as for `fill`.
+        unsafe { self.producer.mem().write_value(self.idx, value) }
+    }
+
+    /// Stores the length and publishes the slot. `len <= slot_size`.
+    #[inline]
+    fn publish(self, len: usize) {
+        let WriteSlot {
+            producer,
+            idx,
+            token,
+        } = self;
+        // End the write access before the Release store that publishes it.
+        token.end();
+        // Relaxed: published by the Release store of `head` in `Producer::publish`.
+        producer.mem().len(idx).store(len as u32, Ordering::Relaxed);
+        producer.publish(1);
+    }
+}
+
+impl Deref for WriteSlot<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let mem = self.producer.mem();
+        // SAFETY: the slot is claimed by this producer and unpublished: nobody else accesses it.
+        unsafe { mem.payload_slice(self.idx, mem.geometry().slot_size) }
+    }
+}
+
+impl DerefMut for WriteSlot<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let mem = self.producer.mem();
+        // SAFETY: as for Deref; `&mut self` makes this the only reference.
+        unsafe { mem.payload_slice_mut(self.idx, mem.geometry().slot_size) }
+    }
+}
+
+impl Consumer {
+    pub(crate) fn attach(shared: Arc<Shared>) -> Result<Consumer, AttachError> {
+        let reg = endpoint::register(shared.mem.header(), Role::Consumer, Placement::Fixed(1))?;
+        match load_cursors(&shared.mem) {
+            Ok((head, tail)) => Ok(Consumer {
+                shared,
+                reg,
+                tail,
+                cached_head: head,
+            }),
+            Err(c) => {
+                endpoint::deregister(shared.mem.header(), &reg);
+                Err(AttachError::Corrupt(c))
+            }
+        }
+    }
+
+    /// Messages ready to read, reloading the producer cursor only if none look ready.
+    #[inline]
+    fn available(&mut self) -> Result<u64, Corruption> {
+        let mut avail = self.cached_head.wrapping_sub(self.tail);
+        if avail == 0 {
+            // Acquire: pairs with the Release store of `head` in `Producer::publish`: the payload
+            // and length of every slot below the new head are visible.
+            self.cached_head = self.mem().head().load(Ordering::Acquire);
+            avail = self.cached_head.wrapping_sub(self.tail);
+            let capacity = self.mem().geometry().capacity;
+            if avail > capacity {
+                return Err(Corruption::Cursors {
+                    head: self.cached_head,
+                    tail: self.tail,
+                    capacity,
+                });
+            }
+        }
+        Ok(avail)
+    }
+
+    /// The validated length of the message at `tail + offset` (which must be available).
+    #[inline]
+    fn length_at(&self, offset: u64) -> Result<(usize, usize), Corruption> {
+        let mem = self.mem();
+        let cursor = self.tail.wrapping_add(offset);
+        let idx = (cursor & mem.geometry().mask()) as usize;
+        // Relaxed: made visible by the Acquire load of `head` in `available`. Read once, then
+        // bounded before any use.
+        let len = mem.len(idx).load(Ordering::Relaxed);
+        let max = mem.geometry().slot_size;
+        if len as usize > max {
+            return Err(Corruption::Length { cursor, len, max });
+        }
+        Ok((idx, len as usize))
+    }
+
+    /// The next message's slot and length, not yet consumed. A slot with a corrupt length is
+    /// consumed (so the ring moves on) and reported.
+    #[inline]
+    fn peek(&mut self) -> Result<(usize, usize), TryRecvError> {
+        if self.available().map_err(TryRecvError::Corrupt)? == 0 {
+            return Err(TryRecvError::Empty);
+        }
+        self.length_at(0).map_err(|c| {
+            self.release(1);
+            TryRecvError::Corrupt(c)
+        })
+    }
+
+    /// Gives the next `count` slots back to the producer.
+    #[inline]
+    fn release(&mut self, count: u64) {
+        self.tail = self.tail.wrapping_add(count);
+        // Release: pairs with the Acquire load of `tail` in `Producer::free`: our reads of these
+        // slots happen before the producer overwrites them.
+        self.mem().tail().store(self.tail, Ordering::Release);
+    }
+
+    /// Borrows the next message in place (zero-copy); it is consumed when the [`ReadSlot`]
+    /// drops.
+    ///
+    /// # Errors
+    /// [`TryRecvError::Empty`], or [`TryRecvError::Corrupt`].
+    #[inline]
+    pub fn try_read(&mut self) -> Result<ReadSlot<'_>, TryRecvError> {
+        let (idx, len) = self.peek()?;
+        let token = Some(self.mem().cells().read(idx));
+        Ok(ReadSlot {
+            consumer: self,
+            idx,
+            len,
+            token,
+        })
+    }
+
+    /// Copies the next message into `buf` and returns its length.
+    ///
+    /// # Errors
+    /// [`TryRecvError::Empty`]; [`TryRecvError::BufferTooSmall`] if the message is longer than
+    /// `buf` (it stays in the ring); [`TryRecvError::Corrupt`].
+    #[inline]
+    pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
+        let (idx, len) = self.peek()?;
+        if len > buf.len() {
+            return Err(TryRecvError::BufferTooSmall {
+                needed: len,
+                available: buf.len(),
+            });
+        }
+        let mem = self.mem();
+        let token = mem.cells().read(idx);
+        // SAFETY: the slot is published (below `cached_head`) and not yet released, so the
+        // producer does not touch it; `len <= slot_size` and `len <= buf.len()`.
+        unsafe { mem.read_payload(idx, &mut buf[..len]) };
+        token.end();
+        self.release(1);
+        Ok(len)
+    }
+
+    /// Reads a plain-data value.
+    ///
+    /// # Errors
+    /// [`TryRecvError::Empty`]; [`TryRecvError::SizeMismatch`] if the next message is not
+    /// `size_of::<T>()` bytes (it stays in the ring); [`TryRecvError::Corrupt`].
+    #[inline]
+    pub fn try_recv_value<T: Plain>(&mut self) -> Result<T, TryRecvError> {
+        let (idx, len) = self.peek()?;
+        crate::plain::check_size::<T>(len)?;
+        let mem = self.mem();
+        let token = mem.cells().read(idx);
+        // SAFETY: as in `try_recv`; the message holds exactly size_of::<T>() bytes and every bit
+        // pattern is a valid `T` (the `Plain` contract).
+        let value = unsafe { mem.read_value::<T>(idx) };
+        token.end();
+        self.release(1);
+        Ok(value)
+    }
+
+    /// Calls `f` on up to `max` messages in place, then releases them with one cursor store.
+    /// Returns how many were processed; 0 if the ring is empty.
+    ///
+    /// If `f` panics, the messages it was already given are released before the panic goes on.
+    ///
+    /// # Errors
+    /// [`TryRecvError::Corrupt`] if the first message is corrupt (it is consumed) or the
+    /// cursors are; a corrupt message after the first ends the batch before it, to be reported
+    /// by the next call.
+    pub fn try_recv_batch(
+        &mut self,
+        max: usize,
+        mut f: impl FnMut(&[u8]),
+    ) -> Result<usize, TryRecvError> {
+        let avail = self.available().map_err(TryRecvError::Corrupt)?;
+        let n = (avail as usize).min(max);
+        if n > 0 {
+            if let Err(c) = self.length_at(0) {
+                self.release(1);
+                return Err(TryRecvError::Corrupt(c));
+            }
+        }
+        struct Release<'c> {
+            consumer: &'c mut Consumer,
+            done: u64,
+        }
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                if self.done > 0 {
+                    self.consumer.release(self.done);
+                }
+            }
+        }
+        let mut batch = Release {
+            consumer: self,
+            done: 0,
+        };
+        while (batch.done as usize) < n {
+            let Ok((idx, len)) = batch.consumer.length_at(batch.done) else {
+                break;
+            };
+            let mem = batch.consumer.mem();
+            let token = mem.cells().read(idx);
+            // SAFETY: published and unreleased (below `cached_head`), `len <= slot_size`.
+            f(unsafe { mem.payload_slice(idx, len) });
+            token.end();
+            batch.done += 1;
+        }
+        Ok(batch.done as usize)
+    }
+
+    /// Messages in the ring as this consumer last saw it (more may have arrived).
+    pub fn len(&self) -> usize {
+        self.cached_head.wrapping_sub(self.tail) as usize
+    }
+
+    /// Whether [`len`](Self::len) is 0.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A message borrowed in place; it is consumed (its slot released) when this drops.
+#[derive(Debug)]
+pub struct ReadSlot<'a> {
+    consumer: &'a mut Consumer,
+    idx: usize,
+    len: usize,
+    token: Option<AccessToken>,
+}
+
+impl Deref for ReadSlot<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: published and unreleased until this guard drops; `len` was bounded by
+        // `slot_size` in `length_at`.
+        unsafe { self.consumer.mem().payload_slice(self.idx, self.len) }
+    }
+}
+
+impl Drop for ReadSlot<'_> {
+    fn drop(&mut self) {
+        // End the read access before the Release store that hands the slot back.
+        self.token.take();
+        self.consumer.release(1);
+    }
+}
