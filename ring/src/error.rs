@@ -522,33 +522,23 @@ impl fmt::Display for TryRecvError {
 
 impl std::error::Error for TryRecvError {}
 
-/// A commit longer than the slot; the claim is handed back unchanged.
-pub struct CommitError<S> {
-    /// The claim, still open: commit it again with a valid length, or drop it to abort.
-    pub slot: S,
+/// A commit longer than the slot. The claim was dropped: nothing was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitError {
     /// The length asked for.
     pub len: usize,
     /// The slot size.
     pub max: usize,
 }
 
-impl<S> fmt::Debug for CommitError<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CommitError")
-            .field("len", &self.len)
-            .field("max", &self.max)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S> fmt::Display for CommitError<S> {
+impl fmt::Display for CommitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "commit of {} bytes exceeds the slot size of {} bytes",
+            "commit of {} bytes exceeds the slot size of {} bytes; nothing was sent",
             self.len, self.max
         )
     }
 }
 
-impl<S> std::error::Error for CommitError<S> {}
+impl std::error::Error for CommitError {}

@@ -12,7 +12,16 @@
 //! A consumer only reads a slot after seeing `seq == pos + 1` with Acquire, which pairs with the
 //! producer's Release store made after the payload: this is the torn-read guard. A producer only
 //! writes after seeing `seq == pos` with Acquire, which pairs with the previous consumer's Release
-//! store made after its reads. Claiming a cursor publishes nothing, so the CASes are Relaxed.
+//! store made after its reads.
+//!
+//! The cursors themselves publish no payload. They are still read with Acquire and advanced with
+//! AcqRel CASes, for one reason: so that the cursor value a thread starts from implies a lower
+//! bound on the sequence word it then loads. Without it, a thread could read a cursor value far
+//! ahead of the sequence word's value (both loads Relaxed) and could not tell a stale word from a
+//! forged one. With it, any word outside the window in the table above is provably corrupt and
+//! reported. On x86 this costs nothing (locked RMWs and plain loads already have these
+//! semantics); on aarch64 it selects `casal`/`ldar` over `cas`/`ldr`. (The loom model found the
+//! stale read when the cursors were Relaxed.)
 //!
 //! A claim dropped without a commit still publishes its slot, marked with a length of
 //! `u32::MAX` ("skip"), so consumers step over it instead of waiting forever. (A process that
@@ -92,8 +101,9 @@ impl Producer {
         let mem = self.mem();
         let geo = mem.geometry();
         let capacity = geo.capacity as i64;
-        // Relaxed: only a first guess; the slot's sequence word (Acquire, below) decides.
-        let mut pos = mem.head().load(Ordering::Relaxed);
+        // Acquire: pairs with the AcqRel CAS of the producer that set this value, so the slot
+        // states of every earlier claim are visible (see the module docs).
+        let mut pos = mem.head().load(Ordering::Acquire);
         loop {
             let idx = (pos & geo.mask()) as usize;
             // Acquire: pairs with the Release store in `Consumer::release` (the previous lap's
@@ -101,13 +111,14 @@ impl Producer {
             let seq = mem.seq(idx).load(Ordering::Acquire);
             let dif = seq.wrapping_sub(pos) as i64;
             if dif == 0 {
-                // Relaxed (success and failure): the cursor publishes nothing; the slot's
-                // sequence word does. On failure the value read is only a new guess.
+                // AcqRel on success, Acquire on failure: the payload is published by the slot's
+                // sequence word, not by the cursor; these orderings only keep the cursor and the
+                // sequence words we read consistent (module docs).
                 match mem.head().compare_exchange_weak(
                     pos,
                     pos.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
                 ) {
                     Ok(_) => {
                         let token = Some(mem.cells().write(idx));
@@ -133,8 +144,8 @@ impl Producer {
             } else {
                 // Another producer claimed `pos`. Its claim happens-before the sequence store we
                 // acquired, so `head` has moved on; if it has not, the word is forged.
-                // Relaxed: a new guess, as above.
-                let current = mem.head().load(Ordering::Relaxed);
+                // Acquire: as for the first load.
+                let current = mem.head().load(Ordering::Acquire);
                 if current == pos {
                     return Err(TryClaimError::Corrupt(Corruption::Sequence {
                         cursor: pos,
@@ -198,16 +209,13 @@ impl WriteSlot<'_> {
     /// Publishes the first `len` bytes of the slot as one message.
     ///
     /// # Errors
-    /// A [`CommitError`] holding this slot, uncommitted, if `len` exceeds the slot size.
+    /// [`CommitError`] if `len` exceeds the slot size; the claim is then dropped, as if never
+    /// made, and nothing is sent.
     #[inline]
-    pub fn commit(self, len: usize) -> Result<(), CommitError<Self>> {
+    pub fn commit(self, len: usize) -> Result<(), CommitError> {
         let max = self.producer.slot_size();
         if len > max {
-            return Err(CommitError {
-                slot: self,
-                len,
-                max,
-            });
+            return Err(CommitError { len, max });
         }
         self.publish(len as u32);
         Ok(())
@@ -275,8 +283,9 @@ impl Consumer {
         let mem = self.mem();
         let geo = mem.geometry();
         let capacity = geo.capacity as i64;
-        // Relaxed: only a first guess; the slot's sequence word (Acquire, below) decides.
-        let mut pos = mem.tail().load(Ordering::Relaxed);
+        // Acquire: pairs with the AcqRel CAS of the consumer that set this value, so the slot
+        // states of every earlier claim are visible (see the module docs).
+        let mut pos = mem.tail().load(Ordering::Acquire);
         loop {
             let idx = (pos & geo.mask()) as usize;
             // Acquire: pairs with the Release store in `WriteSlot::publish_in_place`: the
@@ -299,12 +308,12 @@ impl Consumer {
                     accept(len as usize)?;
                     Ok(true)
                 };
-                // Relaxed (success and failure): the sequence words carry the ordering.
+                // AcqRel on success, Acquire on failure: as in `Producer::try_claim`.
                 match mem.tail().compare_exchange_weak(
                     pos,
                     pos.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
                 ) {
                     Ok(_) => match verdict {
                         Ok(true) => return Ok((pos, idx, len as usize)),
@@ -331,8 +340,8 @@ impl Consumer {
                 }));
             } else {
                 // Another consumer took `pos`; as in `Producer::try_claim`, `tail` must have
-                // moved on. Relaxed: a new guess.
-                let current = mem.tail().load(Ordering::Relaxed);
+                // moved on. Acquire: as for the first load.
+                let current = mem.tail().load(Ordering::Acquire);
                 if current == pos {
                     return Err(TryRecvError::Corrupt(Corruption::Sequence {
                         cursor: pos,

@@ -138,15 +138,17 @@ impl Producer {
         if capacity - used < want {
             // Acquire: pairs with the Release store of `tail` in `Consumer::release`: the
             // consumer's reads of the slots it released happen before we overwrite them.
-            self.cached_tail = self.mem().tail().load(Ordering::Acquire);
-            used = self.head.wrapping_sub(self.cached_tail);
+            let tail = self.mem().tail().load(Ordering::Acquire);
+            used = self.head.wrapping_sub(tail);
             if used > capacity {
+                // Not cached: the invariant above must keep holding.
                 return Err(Corruption::Cursors {
                     head: self.head,
-                    tail: self.cached_tail,
+                    tail,
                     capacity,
                 });
             }
+            self.cached_tail = tail;
         }
         Ok(capacity - used)
     }
@@ -314,16 +316,13 @@ impl WriteSlot<'_> {
     /// Publishes the first `len` bytes of the slot as one message.
     ///
     /// # Errors
-    /// A [`CommitError`] holding this slot, uncommitted, if `len` exceeds the slot size.
+    /// [`CommitError`] if `len` exceeds the slot size; the claim is then dropped, as if never
+    /// made, and nothing is sent.
     #[inline]
-    pub fn commit(self, len: usize) -> Result<(), CommitError<Self>> {
+    pub fn commit(self, len: usize) -> Result<(), CommitError> {
         let max = self.producer.slot_size();
         if len > max {
-            return Err(CommitError {
-                slot: self,
-                len,
-                max,
-            });
+            return Err(CommitError { len, max });
         }
         self.publish(len);
         Ok(())
@@ -400,23 +399,26 @@ impl Consumer {
         }
     }
 
-    /// Messages ready to read, reloading the producer cursor only if none look ready.
+    /// Messages ready to read, reloading the producer cursor only if fewer than `want` look
+    /// ready.
     #[inline]
-    fn available(&mut self) -> Result<u64, Corruption> {
+    fn available(&mut self, want: u64) -> Result<u64, Corruption> {
         let mut avail = self.cached_head.wrapping_sub(self.tail);
-        if avail == 0 {
+        if avail < want {
             // Acquire: pairs with the Release store of `head` in `Producer::publish`: the payload
             // and length of every slot below the new head are visible.
-            self.cached_head = self.mem().head().load(Ordering::Acquire);
-            avail = self.cached_head.wrapping_sub(self.tail);
+            let head = self.mem().head().load(Ordering::Acquire);
+            avail = head.wrapping_sub(self.tail);
             let capacity = self.mem().geometry().capacity;
             if avail > capacity {
+                // Not cached: `cached_head - tail <= capacity` must keep holding.
                 return Err(Corruption::Cursors {
-                    head: self.cached_head,
+                    head,
                     tail: self.tail,
                     capacity,
                 });
             }
+            self.cached_head = head;
         }
         Ok(avail)
     }
@@ -441,7 +443,7 @@ impl Consumer {
     /// consumed (so the ring moves on) and reported.
     #[inline]
     fn peek(&mut self) -> Result<(usize, usize), TryRecvError> {
-        if self.available().map_err(TryRecvError::Corrupt)? == 0 {
+        if self.available(1).map_err(TryRecvError::Corrupt)? == 0 {
             return Err(TryRecvError::Empty);
         }
         self.length_at(0).map_err(|c| {
@@ -533,7 +535,7 @@ impl Consumer {
         max: usize,
         mut f: impl FnMut(&[u8]),
     ) -> Result<usize, TryRecvError> {
-        let avail = self.available().map_err(TryRecvError::Corrupt)?;
+        let avail = self.available(max as u64).map_err(TryRecvError::Corrupt)?;
         let n = (avail as usize).min(max);
         if n > 0 {
             if let Err(c) = self.length_at(0) {

@@ -1,0 +1,90 @@
+//! Helpers shared by the integration tests: unique segment names that are removed even when a
+//! test fails, and a watchdog for anything that could block.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use shmring::{Backing, SysvKey};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A segment name or key unique to this process and call, removed when dropped.
+pub struct Unique {
+    pub backing: Backing,
+}
+
+impl Unique {
+    pub fn posix(tag: &str) -> Unique {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        Unique {
+            backing: Backing::Posix(format!("/shmring-test-{tag}-{}-{n}", std::process::id())),
+        }
+    }
+
+    pub fn sysv() -> Unique {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        // pid (< 2^22) in the high bits, the counter in the low ones: unique per process and call.
+        let key = 0x4000_0000 | ((std::process::id() as i32 & 0x3F_FFFF) << 8) | (n as i32 & 0xFF);
+        Unique {
+            backing: Backing::SysV(SysvKey::Key(key)),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match &self.backing {
+            Backing::Posix(n) => n,
+            _ => panic!("not a POSIX name"),
+        }
+    }
+
+    /// `/dev/shm/NAME` for a POSIX name.
+    pub fn path(&self) -> std::path::PathBuf {
+        format!("/dev/shm{}", self.name()).into()
+    }
+
+    pub fn builder(&self) -> shmring::RingBuilder {
+        shmring::Ring::builder().backing(self.backing.clone())
+    }
+}
+
+impl Drop for Unique {
+    fn drop(&mut self) {
+        let _ = shmring::remove(&self.backing);
+    }
+}
+
+/// Runs `f` on a thread and fails the test if it has not finished within `limit`.
+pub fn with_watchdog<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let r = f();
+        let _ = tx.send(());
+        r
+    });
+    match rx.recv_timeout(limit) {
+        Ok(()) => handle.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
+            Ok(r) => r,
+            Err(p) => std::panic::resume_unwind(p),
+        },
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("watchdog: test still running after {limit:?}")
+        }
+    }
+}
+
+/// Polls `cond` until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    cond()
+}
