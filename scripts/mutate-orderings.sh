@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Weakens each Release/Acquire the algorithms rely on, one at a time, and checks that the loom
+# models then fail. Prints one line per mutation; exits non-zero if any mutation survives.
+# Restores the sources afterwards (they must be committed or stashed first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+git diff --quiet -- ring/src || { echo "ring/src has uncommitted changes; commit them first" >&2; exit 2; }
+trap 'git checkout -- ring/src' EXIT
+
+# file | exact line fragment | replacement | description
+mutations=(
+  "ring/src/spsc.rs|self.mem().head().store(self.head, Ordering::Release)|self.mem().head().store(self.head, Ordering::Relaxed)|SPSC publish: head store Release -> Relaxed"
+  "ring/src/spsc.rs|self.mem().tail().store(self.tail, Ordering::Release)|self.mem().tail().store(self.tail, Ordering::Relaxed)|SPSC release: tail store Release -> Relaxed"
+  "ring/src/spsc.rs|let head = self.mem().head().load(Ordering::Acquire)|let head = self.mem().head().load(Ordering::Relaxed)|SPSC consumer: head load Acquire -> Relaxed"
+  "ring/src/spsc.rs|let tail = self.mem().tail().load(Ordering::Acquire)|let tail = self.mem().tail().load(Ordering::Relaxed)|SPSC producer: tail load Acquire -> Relaxed"
+  "ring/src/mpmc.rs|.store(self.pos.wrapping_add(1), Ordering::Release)|.store(self.pos.wrapping_add(1), Ordering::Relaxed)|MPMC commit: seq store Release -> Relaxed"
+  "ring/src/mpmc.rs|.store(pos.wrapping_add(mem.geometry().capacity), Ordering::Release)|.store(pos.wrapping_add(mem.geometry().capacity), Ordering::Relaxed)|MPMC release: seq store Release -> Relaxed"
+  "ring/src/mpmc.rs|let seq = mem.seq(idx).load(Ordering::Acquire)|let seq = mem.seq(idx).load(Ordering::Relaxed)|MPMC: both seq loads Acquire -> Relaxed"
+  "ring/src/mpmc.rs|Ordering::AcqRel,|Ordering::Relaxed,|MPMC: cursor CAS AcqRel -> Relaxed (success)"
+)
+
+survived=0
+for m in "${mutations[@]}"; do
+  IFS='|' read -r file from to what <<<"$m"
+  git checkout -q -- ring/src
+  grep -qF "$from" "$file" || { echo "MISSING  $what (pattern not found)"; survived=1; continue; }
+  python3 - "$file" "$from" "$to" <<'PY'
+import sys
+path, a, b = sys.argv[1:]
+s = open(path).read()
+open(path, "w").write(s.replace(a, b))
+PY
+  if RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom timeout 900 \
+      cargo test -q -p shmring --release --test loom >/tmp/mutant.log 2>&1; then
+    echo "SURVIVED $what"
+    survived=1
+  else
+    failed=$(grep -oE '^test [a-z_0-9]+ \.\.\. FAILED' /tmp/mutant.log | awk '{print $2}' | paste -sd, -)
+    echo "killed   $what  (failed: ${failed:-build})"
+  fi
+done
+exit $survived
