@@ -35,7 +35,7 @@ PY
     echo "SURVIVED $what"
     survived=1
   else
-    failed=$(grep -oE '^test [a-z_0-9]+ \.\.\. FAILED' /tmp/mutant.log | awk '{print $2}' | paste -sd, -)
+    failed=$(grep -E '^    [a-z_0-9]+$' /tmp/mutant.log | sort -u | tr -d ' ' | paste -sd, - || true)
     echo "killed   $what  (failed: ${failed:-build})"
   fi
 done
