@@ -1,0 +1,383 @@
+//! Collecting per-round figures and printing them: table, JSON or CSV.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+use crate::transports::Transport;
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// Human-readable tables.
+    Table,
+    /// One JSON document.
+    Json,
+    /// One CSV row per figure.
+    Csv,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Percentiles {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+}
+
+fn percentiles(rtts: &[u64]) -> Percentiles {
+    // 1 ns to 100 s at 3 significant digits.
+    let mut h = Histogram::<u64>::new_with_bounds(1, 100_000_000_000, 3).expect("valid bounds");
+    for &r in rtts {
+        h.saturating_record(r.max(1));
+    }
+    Percentiles {
+        p50: h.value_at_quantile(0.5) as f64,
+        p99: h.value_at_quantile(0.99) as f64,
+        p999: h.value_at_quantile(0.999) as f64,
+        max: h.max() as f64,
+    }
+}
+
+/// Median, min and max of a list.
+fn summary(v: &[f64]) -> (f64, f64, f64) {
+    let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if s.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    s.sort_by(f64::total_cmp);
+    let mid = s.len() / 2;
+    let median = if s.len() % 2 == 1 {
+        s[mid]
+    } else {
+        (s[mid - 1] + s[mid]) / 2.0
+    };
+    (median, s[0], s[s.len() - 1])
+}
+
+type Key = (usize, &'static str);
+
+pub(crate) struct Results {
+    pinned: bool,
+    order: Vec<Transport>,
+    /// Per round: the raw-spin probe's percentiles.
+    probes: BTreeMap<usize, Percentiles>,
+    /// (size, transport) → per round msgs/s.
+    tput: BTreeMap<Key, BTreeMap<usize, f64>>,
+    /// (size, transport) → per round percentiles.
+    lat: BTreeMap<Key, BTreeMap<usize, Percentiles>>,
+}
+
+impl Results {
+    pub(crate) fn new(pinned: bool) -> Results {
+        Results {
+            pinned,
+            order: Vec::new(),
+            probes: BTreeMap::new(),
+            tput: BTreeMap::new(),
+            lat: BTreeMap::new(),
+        }
+    }
+
+    fn note(&mut self, t: Transport) {
+        if !self.order.contains(&t) {
+            self.order.push(t);
+        }
+    }
+
+    pub(crate) fn probe(&mut self, round: usize, rtts: &[u64]) {
+        self.probes.insert(round, percentiles(rtts));
+    }
+
+    pub(crate) fn throughput(&mut self, round: usize, t: Transport, size: usize, rate: f64) {
+        self.note(t);
+        self.tput
+            .entry((size, t.name()))
+            .or_default()
+            .insert(round, rate);
+    }
+
+    pub(crate) fn latency(&mut self, round: usize, t: Transport, size: usize, rtts: &[u64]) {
+        self.note(t);
+        self.lat
+            .entry((size, t.name()))
+            .or_default()
+            .insert(round, percentiles(rtts));
+    }
+
+    /// Per-round ratio of `t` against `base` at `size`, median over rounds.
+    fn tput_ratio(&self, size: usize, t: &'static str, base: &'static str) -> f64 {
+        let (Some(a), Some(b)) = (self.tput.get(&(size, t)), self.tput.get(&(size, base))) else {
+            return f64::NAN;
+        };
+        let ratios: Vec<f64> = a
+            .iter()
+            .filter_map(|(r, x)| b.get(r).map(|y| x / y))
+            .collect();
+        summary(&ratios).0
+    }
+
+    fn tput_bytes_ratio_memcpy(&self, size: usize, t: &'static str) -> f64 {
+        self.tput_ratio(size, t, "memcpy")
+    }
+
+    /// Per-round ratio of a latency percentile against the round's raw-spin probe.
+    fn lat_ratio(&self, size: usize, t: &'static str, pick: fn(&Percentiles) -> f64) -> f64 {
+        let Some(a) = self.lat.get(&(size, t)) else {
+            return f64::NAN;
+        };
+        let ratios: Vec<f64> = a
+            .iter()
+            .filter_map(|(r, p)| self.probes.get(r).map(|q| pick(p) / pick(q)))
+            .collect();
+        summary(&ratios).0
+    }
+
+    fn machine() -> Value {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let model = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split(':').nth(1))
+            .map_or("unknown".to_owned(), |s| s.trim().to_owned());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or("unknown".to_owned(), |s| s.trim().to_owned());
+        json!({
+            "cpu": model,
+            "cpus": crate::proc::cpus(),
+            "kernel": kernel,
+            "arch": std::env::consts::ARCH,
+        })
+    }
+
+    pub(crate) fn print(&self, format: Format) {
+        match format {
+            Format::Table => self.print_table(),
+            Format::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(&self.json()).unwrap_or_default()
+            ),
+            Format::Csv => self.print_csv(),
+        }
+    }
+
+    fn rounds(&self) -> usize {
+        self.probes.len()
+    }
+
+    fn json(&self) -> Value {
+        let mut results = Vec::new();
+        for ((size, name), per) in &self.tput {
+            let rates: Vec<f64> = per.values().copied().collect();
+            let (m, lo, hi) = summary(&rates);
+            let t = self.order.iter().find(|t| t.name() == *name).copied();
+            results.push(json!({
+                "transport": name,
+                "api": t.map_or("-", |t| t.api()),
+                "mode": "throughput",
+                "size": size,
+                "rounds": rates.len(),
+                "msgs_per_sec": {"median": m, "min": lo, "max": hi},
+                "bytes_per_sec": {"median": m * *size as f64, "min": lo * *size as f64, "max": hi * *size as f64},
+                "ratio_vs_pipe": nan_null(self.tput_ratio(*size, name, "pipe")),
+                "ratio_vs_memcpy": nan_null(self.tput_bytes_ratio_memcpy(*size, name)),
+            }));
+        }
+        for ((size, name), per) in &self.lat {
+            let pick =
+                |f: fn(&Percentiles) -> f64| summary(&per.values().map(f).collect::<Vec<_>>()).0;
+            let t = self.order.iter().find(|t| t.name() == *name).copied();
+            results.push(json!({
+                "transport": name,
+                "api": t.map_or("-", |t| t.api()),
+                "mode": "latency",
+                "size": size,
+                "rounds": per.len(),
+                "rtt_ns": {"p50": pick(|p| p.p50), "p99": pick(|p| p.p99), "p999": pick(|p| p.p999), "max": pick(|p| p.max)},
+                "ratio_p50_vs_raw_spin": nan_null(self.lat_ratio(*size, name, |p| p.p50)),
+                "ratio_p999_vs_raw_spin": nan_null(self.lat_ratio(*size, name, |p| p.p999)),
+            }));
+        }
+        let probes: Vec<Value> = self
+            .probes
+            .values()
+            .map(|p| json!({"p50": p.p50, "p99": p.p99, "p999": p.p999}))
+            .collect();
+        json!({
+            "machine": Self::machine(),
+            "pinned": self.pinned,
+            "raw_spin_probe_rtt_ns": probes,
+            "results": results,
+        })
+    }
+
+    fn print_csv(&self) {
+        println!("transport,api,mode,size,rounds,median,min,max,unit,ratio_vs_pipe,ratio_vs_limit");
+        for ((size, name), per) in &self.tput {
+            let (m, lo, hi) = summary(&per.values().copied().collect::<Vec<_>>());
+            println!(
+                "{name},{},throughput,{size},{},{m:.0},{lo:.0},{hi:.0},msgs/s,{:.3},{:.3}",
+                self.api(name),
+                per.len(),
+                self.tput_ratio(*size, name, "pipe"),
+                self.tput_bytes_ratio_memcpy(*size, name)
+            );
+        }
+        for ((size, name), per) in &self.lat {
+            let (m, lo, hi) = summary(&per.values().map(|p| p.p50).collect::<Vec<_>>());
+            println!(
+                "{name},{},latency-p50,{size},{},{m:.0},{lo:.0},{hi:.0},ns,,{:.3}",
+                self.api(name),
+                per.len(),
+                self.lat_ratio(*size, name, |p| p.p50)
+            );
+        }
+    }
+
+    fn api(&self, name: &str) -> &'static str {
+        self.order
+            .iter()
+            .find(|t| t.name() == name)
+            .map_or("-", |t| t.api())
+    }
+
+    fn print_table(&self) {
+        let m = Self::machine();
+        println!(
+            "ring-bench: {} ({} CPUs, {} {}), {} rounds, sides {}",
+            m["cpu"].as_str().unwrap_or("?"),
+            m["cpus"],
+            m["arch"].as_str().unwrap_or("?"),
+            m["kernel"].as_str().unwrap_or("?"),
+            self.rounds(),
+            if self.pinned {
+                "pinned to CPUs 0 and 1"
+            } else {
+                "not pinned (one CPU)"
+            }
+        );
+        let probe: Vec<f64> = self.probes.values().map(|p| p.p50).collect();
+        let (pm, plo, phi) = summary(&probe);
+        println!(
+            "raw-spin probe (cache-line round trip, one clock read per trip): p50 {} (rounds: {}–{})\n",
+            ns(pm),
+            ns(plo),
+            ns(phi)
+        );
+        println!(
+            "Throughput, one producer process → one consumer process (medians; ratios are per-round medians)"
+        );
+        println!(
+            "{:<16} {:>8} {:>26} {:>12} {:>9} {:>9}",
+            "transport", "size", "msgs/s (min–max)", "bytes/s", "× pipe", "× memcpy"
+        );
+        let sizes: Vec<usize> = self
+            .tput
+            .keys()
+            .map(|k| k.0)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for size in sizes {
+            for t in &self.order {
+                let Some(per) = self.tput.get(&(size, t.name())) else {
+                    continue;
+                };
+                let (m, lo, hi) = summary(&per.values().copied().collect::<Vec<_>>());
+                println!(
+                    "{:<16} {:>8} {:>26} {:>12} {:>9} {:>9}",
+                    t.name(),
+                    bytes(size as f64),
+                    format!("{} ({}–{})", count(m), count(lo), count(hi)),
+                    format!("{}/s", bytes(m * size as f64)),
+                    ratio(self.tput_ratio(size, t.name(), "pipe")),
+                    ratio(self.tput_bytes_ratio_memcpy(size, t.name())),
+                );
+            }
+            println!();
+        }
+        println!("Round-trip latency, ping-pong between two processes (medians over rounds)");
+        println!(
+            "{:<16} {:>8} {:>10} {:>10} {:>10} {:>10} {:>12} {:>13}",
+            "transport", "size", "p50", "p99", "p99.9", "max", "p50 × spin", "p99.9 × spin"
+        );
+        let sizes: Vec<usize> = self
+            .lat
+            .keys()
+            .map(|k| k.0)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for size in sizes {
+            for t in &self.order {
+                let Some(per) = self.lat.get(&(size, t.name())) else {
+                    continue;
+                };
+                let pick = |f: fn(&Percentiles) -> f64| {
+                    summary(&per.values().map(f).collect::<Vec<_>>()).0
+                };
+                println!(
+                    "{:<16} {:>8} {:>10} {:>10} {:>10} {:>10} {:>12} {:>13}",
+                    t.name(),
+                    bytes(size as f64),
+                    ns(pick(|p| p.p50)),
+                    ns(pick(|p| p.p99)),
+                    ns(pick(|p| p.p999)),
+                    ns(pick(|p| p.max)),
+                    ratio(self.lat_ratio(size, t.name(), |p| p.p50)),
+                    ratio(self.lat_ratio(size, t.name(), |p| p.p999)),
+                );
+            }
+            println!();
+        }
+    }
+}
+
+fn nan_null(x: f64) -> Value {
+    if x.is_finite() { json!(x) } else { Value::Null }
+}
+
+fn ratio(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.2}×")
+    } else {
+        "-".into()
+    }
+}
+
+fn ns(x: f64) -> String {
+    if !x.is_finite() {
+        "-".into()
+    } else if x >= 1e6 {
+        format!("{:.2} ms", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.2} µs", x / 1e3)
+    } else {
+        format!("{x:.0} ns")
+    }
+}
+
+fn count(x: f64) -> String {
+    if !x.is_finite() {
+        "-".into()
+    } else if x >= 1e6 {
+        format!("{:.1} M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1} k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+fn bytes(x: f64) -> String {
+    if x >= (1u64 << 30) as f64 {
+        format!("{:.1} GiB", x / (1u64 << 30) as f64)
+    } else if x >= (1 << 20) as f64 {
+        format!("{:.1} MiB", x / (1 << 20) as f64)
+    } else if x >= 1024.0 {
+        format!("{:.1} KiB", x / 1024.0)
+    } else {
+        format!("{x:.0} B")
+    }
+}
