@@ -83,3 +83,8 @@ pub use layout::{Kind, LAYOUT_VERSION, MAX_CAPACITY, MAX_SEGMENT_SIZE, MAX_SLOT_
 pub use plain::Plain;
 pub use ring::{DEFAULT_INIT_TIMEOUT, Ring, RingBuilder};
 pub use segment::{Backing, Cleanup, SysvKey, remove};
+
+/// The README's example, compiled and run as a doctest so it cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -4,10 +4,10 @@
 //!
 //! | backend | create | attach | remove |
 //! |---|---|---|---|
-//! | POSIX ([`posix`]) | `shm_open(O_CREAT\|O_EXCL)` + `fchmod` + `ftruncate` + `mmap` | `shm_open` + `fstat` + `mmap` | `shm_unlink` |
-//! | SysV ([`sysv`]) | `shmget(IPC_CREAT\|IPC_EXCL)` + `shmat` | `shmget` + `shmctl(IPC_STAT)` + `shmat` | `shmctl(IPC_RMID)` |
-//! | anonymous ([`anon`]) | `mmap(MAP_SHARED\|MAP_ANONYMOUS)` | inherited across `fork` | with the last mapping |
-//! | heap ([`heap`]) | `alloc_zeroed` | — (one process) | `dealloc` |
+//! | POSIX | `shm_open(O_CREAT\|O_EXCL)` + `fchmod` + `ftruncate` + `mmap` | `shm_open` + `fstat` + `mmap` | `shm_unlink` |
+//! | SysV | `shmget(IPC_CREAT\|IPC_EXCL)` + `shmat` | `shmget` + `shmctl(IPC_STAT)` + `shmat` | `shmctl(IPC_RMID)` |
+//! | anonymous | `mmap(MAP_SHARED\|MAP_ANONYMOUS)` | inherited across `fork` | with the last mapping |
+//! | heap | `alloc_zeroed` | — (one process) | `dealloc` |
 //!
 //! Removal semantics differ and matter: a POSIX name is removed at once by `shm_unlink`, while
 //! processes that have it mapped keep using the memory until they unmap it. A SysV segment marked
@@ -60,7 +60,7 @@ pub enum Cleanup {
     /// but nobody can open the name afterwards.
     #[default]
     Creator,
-    /// Nobody removes it automatically; call [`remove`](crate::remove) (or `shmring rm`).
+    /// Nobody removes it automatically; call [`remove`] (or `shmring rm`).
     Manual,
 }
 
