@@ -255,52 +255,9 @@ fn shm_throughput(t: Transport, size: usize, window: Duration) -> Result<f64, St
         let mut seq = 0u64;
         let mut start = None;
         let deadline = Instant::now() + window + Duration::from_secs(10);
-        let mut zc = if t == Transport::ShmringSpscZc {
-            Some(ring.spsc_consumer().map_err(|e| e.to_string())?)
-        } else {
-            None
-        };
-        let mut spsc = if t == Transport::ShmringSpsc {
-            Some(ring.spsc_consumer().map_err(|e| e.to_string())?)
-        } else {
-            None
-        };
-        let mut mpmc = if t == Transport::ShmringMpmc {
-            Some(ring.mpmc_consumer().map_err(|e| e.to_string())?)
-        } else {
-            None
-        };
+        let mut rx = ShmRx::attach(t, &ring)?;
         loop {
-            let got = if let Some(rx) = zc.as_mut() {
-                match rx.try_read() {
-                    Ok(m) => {
-                        verify(&m, seq)?;
-                        true
-                    }
-                    Err(TryRecvError::Empty) => false,
-                    Err(e) => return Err(e.to_string()),
-                }
-            } else if let Some(rx) = spsc.as_mut() {
-                match rx.try_recv(&mut buf) {
-                    Ok(n) => {
-                        verify(&buf[..n], seq)?;
-                        true
-                    }
-                    Err(TryRecvError::Empty) => false,
-                    Err(e) => return Err(e.to_string()),
-                }
-            } else if let Some(rx) = mpmc.as_mut() {
-                match rx.try_recv(&mut buf) {
-                    Ok(n) => {
-                        verify(&buf[..n], seq)?;
-                        true
-                    }
-                    Err(TryRecvError::Empty) => false,
-                    Err(e) => return Err(e.to_string()),
-                }
-            } else {
-                unreachable!()
-            };
+            let got = rx.poll(&mut buf, seq)?;
             if got {
                 seq += 1;
                 match start {
@@ -470,6 +427,39 @@ fn shm_latency(t: Transport, size: usize, iters: usize, warmup: usize) -> Result
     let out = result?;
     reaped?;
     Ok(out)
+}
+
+/// The receiving side of a throughput run, one variant per API measured.
+enum ShmRx {
+    ZeroCopy(shmring::spsc::Consumer),
+    Spsc(shmring::spsc::Consumer),
+    Mpmc(shmring::mpmc::Consumer),
+}
+
+impl ShmRx {
+    fn attach(t: Transport, ring: &Ring) -> Result<ShmRx, String> {
+        let e = |e: shmring::AttachError| e.to_string();
+        Ok(match t {
+            Transport::ShmringSpscZc => ShmRx::ZeroCopy(ring.spsc_consumer().map_err(e)?),
+            Transport::ShmringSpsc => ShmRx::Spsc(ring.spsc_consumer().map_err(e)?),
+            _ => ShmRx::Mpmc(ring.mpmc_consumer().map_err(e)?),
+        })
+    }
+
+    /// Receives and checks message `seq` if one is there.
+    #[inline]
+    fn poll(&mut self, buf: &mut [u8], seq: u64) -> Result<bool, String> {
+        let r = match self {
+            ShmRx::ZeroCopy(rx) => rx.try_read().map(|m| verify(&m, seq)),
+            ShmRx::Spsc(rx) => rx.try_recv(buf).map(|n| verify(&buf[..n], seq)),
+            ShmRx::Mpmc(rx) => rx.try_recv(buf).map(|n| verify(&buf[..n], seq)),
+        };
+        match r {
+            Ok(checked) => checked.map(|()| true),
+            Err(TryRecvError::Empty) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }
 
 /// A process's side of a ping-pong: receive on one ring, send on the other, spinning.
