@@ -54,6 +54,16 @@ struct Args {
     #[arg(long)]
     quick: bool,
 
+    /// Slot size of the shmring rings (default: each message size). For layout experiments:
+    /// 8-byte messages in 56-byte slots take one 64-byte stride each instead of 16 bytes.
+    #[arg(long)]
+    slot_size: Option<usize>,
+
+    /// Destination offset of the memcpy reference from a page boundary (default 0). For the
+    /// 4 KiB aliasing experiment behind the slot alignment rule.
+    #[arg(long, default_value_t = 0)]
+    memcpy_offset: usize,
+
     /// Output format.
     #[arg(long, value_enum, default_value_t = report::Format::Table)]
     format: report::Format,
@@ -98,6 +108,10 @@ fn main() {
             args.transports.push(t);
         }
     }
+    let _ = transports::TUNING.set(transports::Tuning {
+        slot_size: args.slot_size,
+        memcpy_offset: args.memcpy_offset,
+    });
     let pinned = transports::child_cpu().is_some() && proc::pin(0);
     let window = Duration::from_millis(args.duration);
     let mut results = report::Results::new(pinned);

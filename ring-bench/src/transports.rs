@@ -15,6 +15,21 @@ use shmring::{Ring, TryRecvError};
 use crate::proc::{self, Buf, ControlMap};
 
 const K: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// Knobs for layout experiments (see `docs/benchmarks.md`); the defaults measure the product.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Tuning {
+    /// Slot size of the shmring rings, if not the message size.
+    pub(crate) slot_size: Option<usize>,
+    /// Byte offset of the `memcpy` row's destination from a page boundary.
+    pub(crate) memcpy_offset: usize,
+}
+
+pub(crate) static TUNING: std::sync::OnceLock<Tuning> = std::sync::OnceLock::new();
+
+fn tuning() -> Tuning {
+    TUNING.get().copied().unwrap_or_default()
+}
 const CHILD_LIMIT: Duration = Duration::from_secs(60);
 
 /// A transport of the comparison.
@@ -105,10 +120,11 @@ fn capacity_for(size: usize) -> u64 {
 
 fn ring(name: &str, kind: shmring::Kind, size: usize) -> Result<Ring, String> {
     let _ = shmring::remove(&shmring::Backing::Posix(name.into()));
+    let slot = tuning().slot_size.unwrap_or(size).max(size);
     Ring::builder()
         .kind(kind)
-        .capacity(capacity_for(size))
-        .slot_size(size)
+        .capacity(capacity_for(slot))
+        .slot_size(slot)
         .posix(name)
         .populate(true)
         .create()
@@ -185,13 +201,15 @@ fn memcpy(size: usize, window: Duration) -> f64 {
         stamp(&mut b, 1);
         b
     };
-    let mut dst = Buf::new(size);
+    let offset = tuning().memcpy_offset;
+    let mut dst_buf = Buf::new(size + offset);
+    let dst = &mut dst_buf[offset..];
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed() < window {
         for _ in 0..16 {
             dst.copy_from_slice(std::hint::black_box(&src));
-            std::hint::black_box(&mut dst);
+            std::hint::black_box(&mut *dst);
         }
         n += 16;
     }
