@@ -230,41 +230,30 @@ fn shm_throughput(t: Transport, size: usize, window: Duration) -> Result<f64, St
         let mut buf = Buf::new(size);
         let mut seq = 0u64;
         let running = || stop.load(Ordering::Relaxed) == 0;
-        match t {
-            Transport::ShmringSpscZc => {
-                let mut tx = ring.spsc_producer().map_err(|e| e.to_string())?;
-                while running() {
-                    if let Ok(mut slot) = tx.try_claim() {
-                        stamp(&mut slot[..size], seq);
-                        slot.commit(size).map_err(|e| e.to_string())?;
-                        seq += 1;
-                    }
-                }
-            }
-            Transport::ShmringSpsc => {
-                let mut tx = ring.spsc_producer().map_err(|e| e.to_string())?;
-                while running() {
-                    stamp(&mut buf, seq);
-                    while tx.try_send(&buf).is_err() {
-                        if !running() {
-                            return Ok(());
-                        }
-                    }
+        if t == Transport::ShmringSpscZc {
+            let mut tx = ring.spsc_producer().map_err(|e| e.to_string())?;
+            while running() {
+                if let Ok(mut slot) = tx.try_claim() {
+                    stamp(&mut slot[..size], seq);
+                    slot.commit(size).map_err(|e| e.to_string())?;
                     seq += 1;
                 }
             }
-            _ => {
-                let mut tx = ring.mpmc_producer().map_err(|e| e.to_string())?;
-                while running() {
-                    stamp(&mut buf, seq);
-                    while tx.try_send(&buf).is_err() {
-                        if !running() {
-                            return Ok(());
-                        }
-                    }
-                    seq += 1;
+            return Ok(());
+        }
+        let mut tx = if t == Transport::ShmringMpmc {
+            ShmTx::Mpmc(ring.mpmc_producer().map_err(|e| e.to_string())?)
+        } else {
+            ShmTx::Spsc(ring.spsc_producer().map_err(|e| e.to_string())?)
+        };
+        while running() {
+            stamp(&mut buf, seq);
+            while !tx.try_send(&buf) {
+                if !running() {
+                    return Ok(());
                 }
             }
+            seq += 1;
         }
         Ok(())
     });
@@ -445,6 +434,23 @@ fn shm_latency(t: Transport, size: usize, iters: usize, warmup: usize) -> Result
     let out = result?;
     reaped?;
     Ok(out)
+}
+
+/// The copying sender of a throughput run.
+enum ShmTx {
+    Spsc(shmring::spsc::Producer),
+    Mpmc(shmring::mpmc::Producer),
+}
+
+impl ShmTx {
+    /// Whether `msg` was sent (false: the ring was full).
+    #[inline]
+    fn try_send(&mut self, msg: &[u8]) -> bool {
+        match self {
+            ShmTx::Spsc(tx) => tx.try_send(msg).is_ok(),
+            ShmTx::Mpmc(tx) => tx.try_send(msg).is_ok(),
+        }
+    }
 }
 
 /// The receiving side of a throughput run, one variant per API measured.

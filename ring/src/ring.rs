@@ -440,7 +440,7 @@ impl Ring {
         endpoint::endpoints(self.shared.mem.header())
     }
 
-    fn expect(&self, kind: Kind) -> Result<(), AttachError> {
+    fn check_kind(&self, kind: Kind) -> Result<(), AttachError> {
         if self.kind() == kind {
             Ok(())
         } else {
@@ -457,7 +457,7 @@ impl Ring {
     /// [`AttachError::WrongKind`] on an MPMC ring; [`AttachError::RoleTaken`] while a live
     /// process holds the producer role; [`AttachError::Corrupt`] for inconsistent cursors.
     pub fn spsc_producer(&self) -> Result<spsc::Producer, AttachError> {
-        self.expect(Kind::Spsc)?;
+        self.check_kind(Kind::Spsc)?;
         spsc::Producer::attach(Arc::clone(&self.shared))
     }
 
@@ -466,7 +466,7 @@ impl Ring {
     /// # Errors
     /// As [`spsc_producer`](Self::spsc_producer), for the consumer role.
     pub fn spsc_consumer(&self) -> Result<spsc::Consumer, AttachError> {
-        self.expect(Kind::Spsc)?;
+        self.check_kind(Kind::Spsc)?;
         spsc::Consumer::attach(Arc::clone(&self.shared))
     }
 
@@ -475,7 +475,7 @@ impl Ring {
     /// # Errors
     /// [`AttachError::WrongKind`] on an SPSC ring; [`AttachError::RegistryFull`].
     pub fn mpmc_producer(&self) -> Result<mpmc::Producer, AttachError> {
-        self.expect(Kind::Mpmc)?;
+        self.check_kind(Kind::Mpmc)?;
         mpmc::Producer::attach(Arc::clone(&self.shared))
     }
 
@@ -484,7 +484,7 @@ impl Ring {
     /// # Errors
     /// As [`mpmc_producer`](Self::mpmc_producer).
     pub fn mpmc_consumer(&self) -> Result<mpmc::Consumer, AttachError> {
-        self.expect(Kind::Mpmc)?;
+        self.check_kind(Kind::Mpmc)?;
         mpmc::Consumer::attach(Arc::clone(&self.shared))
     }
 }
