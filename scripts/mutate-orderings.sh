@@ -9,9 +9,9 @@ trap 'git checkout -- ring/src' EXIT
 
 # file | exact line fragment | replacement | description
 mutations=(
-  "ring/src/spsc.rs|self.mem().head().store(self.head, Ordering::Release)|self.mem().head().store(self.head, Ordering::Relaxed)|SPSC publish: head store Release -> Relaxed"
+  "ring/src/spsc.rs|.store(cursor.wrapping_add(1) as u32, Ordering::Release)|.store(cursor.wrapping_add(1) as u32, Ordering::Relaxed)|SPSC publish: slot seq store Release -> Relaxed"
   "ring/src/spsc.rs|self.mem().tail().store(self.tail, Ordering::Release)|self.mem().tail().store(self.tail, Ordering::Relaxed)|SPSC release: tail store Release -> Relaxed"
-  "ring/src/spsc.rs|let head = self.mem().head().load(Ordering::Acquire)|let head = self.mem().head().load(Ordering::Relaxed)|SPSC consumer: head load Acquire -> Relaxed"
+  "ring/src/spsc.rs|if mem.seq32(idx).load(Ordering::Acquire)|if mem.seq32(idx).load(Ordering::Relaxed)|SPSC consumer: slot seq load Acquire -> Relaxed"
   "ring/src/spsc.rs|let tail = self.mem().tail().load(Ordering::Acquire)|let tail = self.mem().tail().load(Ordering::Relaxed)|SPSC producer: tail load Acquire -> Relaxed"
   "ring/src/mpmc.rs|.store(self.pos.wrapping_add(1), Ordering::Release)|.store(self.pos.wrapping_add(1), Ordering::Relaxed)|MPMC commit: seq store Release -> Relaxed"
   "ring/src/mpmc.rs|.store(pos.wrapping_add(mem.geometry().capacity), Ordering::Release)|.store(pos.wrapping_add(mem.geometry().capacity), Ordering::Relaxed)|MPMC release: seq store Release -> Relaxed"

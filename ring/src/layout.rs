@@ -38,7 +38,7 @@ pub(crate) const HEADER_SIZE: usize = 8192;
 pub(crate) const MAX_ENDPOINTS: usize = 60;
 
 /// The largest capacity (slots per ring) a ring may have.
-pub const MAX_CAPACITY: u64 = 1 << 32;
+pub const MAX_CAPACITY: u64 = 1 << 31;
 
 /// The largest payload size per slot, in bytes.
 pub const MAX_SLOT_SIZE: usize = 1 << 30;
@@ -98,7 +98,8 @@ pub(crate) struct Identity {
     pub(crate) ready: raw::AtomicU32,
     /// [`Kind::code`].
     pub(crate) kind: u32,
-    /// Slots in the ring; a power of two in `1..=MAX_CAPACITY`.
+    /// Slots in the ring; a power of two in `1..=MAX_CAPACITY` (2^31, so that SPSC's 32-bit
+    /// sequence words never confuse two laps).
     pub(crate) capacity: u64,
     /// Largest payload per slot, bytes.
     pub(crate) slot_size: u64,
@@ -228,7 +229,7 @@ impl Geometry {
             });
         }
         let (len_offset, control) = match kind {
-            Kind::Spsc => (0, 8),  // len u32, pad u32
+            Kind::Spsc => (0, 8),  // len u32, seq u32
             Kind::Mpmc => (8, 16), // seq u64, len u32, pad u32
         };
         let (payload_offset, stride) = if slot_size < LARGE_SLOT {
@@ -410,6 +411,7 @@ struct Shadow {
     tail: AtomicU64,
     seqs: Box<[AtomicU64]>,
     lens: Box<[AtomicU32]>,
+    seq32s: Box<[AtomicU32]>,
 }
 
 /// A validated ring in memory: the base address plus its geometry, with typed accessors for
@@ -446,6 +448,7 @@ impl RingMem {
                 tail: AtomicU64::new(0),
                 seqs: (0..slots as u64).map(AtomicU64::new).collect(),
                 lens: (0..slots).map(|_| AtomicU32::new(0)).collect(),
+                seq32s: (0..slots).map(|_| AtomicU32::new(0)).collect(),
             },
         }
     }
@@ -504,6 +507,21 @@ impl RingMem {
         #[cfg(not(loom))]
         unsafe {
             &*self.slot(idx).cast::<AtomicU64>()
+        }
+    }
+
+    /// The SPSC sequence word of slot `idx` (`idx < capacity`): the low 32 bits of
+    /// `cursor + 1` once message `cursor` is published in it, 0 before the first lap.
+    #[inline]
+    pub(crate) fn seq32(&self, idx: usize) -> &AtomicU32 {
+        debug_assert_eq!(self.geo.kind, Kind::Spsc);
+        #[cfg(loom)]
+        return &self.shadow.seq32s[idx];
+        // SAFETY: offset 4 of an in-bounds slot, 4-byte aligned; the word is only ever accessed
+        // atomically.
+        #[cfg(not(loom))]
+        unsafe {
+            &*self.slot(idx).add(4).cast::<AtomicU32>()
         }
     }
 
@@ -651,7 +669,7 @@ mod tests {
             Err(ConfigError::SlotSizeTooLarge { .. })
         ));
         assert!(matches!(
-            Geometry::new(Kind::Mpmc, 1 << 32, 1 << 20),
+            Geometry::new(Kind::Mpmc, 1 << 31, 1 << 20),
             Err(ConfigError::SegmentTooLarge { .. })
         ));
     }

@@ -1,20 +1,22 @@
-//! Single producer, single consumer: Lamport's ring with cached cursors.
+//! Single producer, single consumer: Lamport's ring, with the "message ready" signal moved into
+//! the slot.
 //!
 //! The producer owns `head`, the consumer owns `tail`; both are monotonic `u64` message counts
-//! and a message's slot is `cursor & (capacity - 1)`. Each side keeps its own cursor in a local
-//! and a cached copy of the other side's, which it reloads only when the ring looks full (the
-//! producer) or empty (the consumer), so in steady state each side touches the other's cache line
-//! once per batch of messages, not once per message. No read-modify-write on the hot path.
+//! and a message's slot is `cursor & (capacity - 1)`. Each slot starts with its length and a
+//! 32-bit sequence word, on the same cache line as the payload's first bytes.
 //!
-//! Synchronisation (each pair documented at its two ends):
-//! - the producer writes a slot's payload and length, then stores `head` with Release; the
-//!   consumer's Acquire load of `head` makes both visible: a consumer never sees a torn message;
-//! - the consumer reads a slot, then stores `tail` with Release; the producer's Acquire load of
-//!   `tail` orders those reads before its next write to the slot.
+//! - The producer writes payload and length, then stores the slot's sequence word
+//!   (`cursor + 1`, low 32 bits) with Release. The consumer polls the *slot's* sequence word with
+//!   Acquire: seeing `tail + 1` makes payload and length visible, so a consumer never sees a torn
+//!   message, and a hand-off moves one cache line (the slot's) instead of two (a cursor's and the
+//!   slot's). The producer also stores `head` (Relaxed), for observers and a successor only.
+//! - The consumer reads, then stores `tail` with Release. The producer keeps a cached copy of
+//!   `tail` and reloads it with Acquire only when the ring looks full, so in steady state it
+//!   touches the consumer's line once per lap, not once per message. No read-modify-write.
 //!
-//! Every cursor read from the segment is checked (`head - tail <= capacity`) and every length
-//! (`len <= slot_size`) before use: a corrupt segment yields [`Corruption`], never an
-//! out-of-bounds access.
+//! Values read from the segment are checked before use: `head - tail <= capacity` when a cursor
+//! is loaded, `len <= slot_size` for every message. A corrupt segment yields [`Corruption`],
+//! never an out-of-bounds access. Sequence words are only ever compared for equality.
 
 use core::mem::size_of;
 use core::ops::{Deref, DerefMut};
@@ -60,8 +62,6 @@ pub struct Consumer {
     reg: Registration,
     /// Next cursor to read. Only this consumer stores `tail`, so the local copy is exact.
     tail: u64,
-    /// The producer cursor as last loaded; reloaded when the ring looks empty.
-    cached_head: u64,
 }
 
 /// Loads both cursors for a newly attached endpoint and checks they make sense.
@@ -116,12 +116,26 @@ impl Producer {
     pub(crate) fn attach(shared: Arc<Shared>) -> Result<Producer, AttachError> {
         let reg = endpoint::register(shared.mem.header(), Role::Producer, Placement::Fixed(0))?;
         match load_cursors(&shared.mem) {
-            Ok((head, tail)) => Ok(Producer {
-                shared,
-                reg,
-                head,
-                cached_tail: tail,
-            }),
+            Ok((mut head, tail)) => {
+                // A predecessor that died between publishing a slot and storing `head` left
+                // `head` behind: step over the slots it published.
+                let mem = &shared.mem;
+                let capacity = mem.geometry().capacity;
+                while head.wrapping_sub(tail) < capacity {
+                    let idx = (head & mem.geometry().mask()) as usize;
+                    // Relaxed: only compared; the consumer's Acquire is what reads the slot.
+                    if mem.seq32(idx).load(Ordering::Relaxed) != head.wrapping_add(1) as u32 {
+                        break;
+                    }
+                    head = head.wrapping_add(1);
+                }
+                Ok(Producer {
+                    shared,
+                    reg,
+                    head,
+                    cached_tail: tail,
+                })
+            }
             Err(c) => {
                 endpoint::deregister(shared.mem.header(), &reg);
                 Err(AttachError::Corrupt(c))
@@ -153,16 +167,31 @@ impl Producer {
         Ok(capacity - used)
     }
 
-    /// Makes the next `count` slots visible to the consumer.
+    /// Publishes the slot of cursor `head + offset`, whose payload is written: stores its
+    /// length, then its sequence word.
     #[inline]
-    fn publish(&mut self, count: u64) {
-        self.head = self.head.wrapping_add(count);
-        // Release: pairs with the Acquire load of `head` in `Consumer::available`: the payloads
-        // and lengths written into these slots are visible to the consumer before the cursor.
-        self.mem().head().store(self.head, Ordering::Release);
+    fn publish_slot(&self, offset: u64, len: usize) {
+        let mem = self.mem();
+        let cursor = self.head.wrapping_add(offset);
+        let idx = (cursor & mem.geometry().mask()) as usize;
+        // Relaxed: published by the Release store of the sequence word just below.
+        mem.len(idx).store(len as u32, Ordering::Relaxed);
+        // Release: pairs with the Acquire load in `Consumer::ready`: the payload and length of
+        // this slot are visible to a consumer that sees `cursor + 1`.
+        mem.seq32(idx)
+            .store(cursor.wrapping_add(1) as u32, Ordering::Release);
     }
 
-    /// Writes `msg` into the slot of cursor `head + offset` (not yet published).
+    /// Advances past `count` published slots.
+    #[inline]
+    fn advance(&mut self, count: u64) {
+        self.head = self.head.wrapping_add(count);
+        // Relaxed: `head` publishes nothing (the slots' sequence words do); it is read by `len`
+        // and by a successor producer, which re-checks the sequence words anyway.
+        self.mem().head().store(self.head, Ordering::Relaxed);
+    }
+
+    /// Writes `msg` into the slot of cursor `head + offset` and publishes it.
     #[inline]
     fn write(&self, offset: u64, msg: &[u8]) {
         let mem = self.mem();
@@ -172,8 +201,7 @@ impl Producer {
         // and unpublished, so only this producer accesses it.
         unsafe { mem.write_payload(idx, msg) };
         token.end();
-        // Relaxed: published by the Release store of `head` in `publish`.
-        mem.len(idx).store(msg.len() as u32, Ordering::Relaxed);
+        self.publish_slot(offset, msg.len());
     }
 
     /// Claims the next slot for writing in place (zero-copy). Write into the returned
@@ -230,8 +258,8 @@ impl Producer {
         Ok(())
     }
 
-    /// Copies as many of `msgs` as there are free slots and publishes them with one cursor
-    /// store. Returns how many were sent: the first that many; the rest did not fit.
+    /// Copies as many of `msgs` as there are free slots, checking for free space once. Returns
+    /// how many were sent: the first that many; the rest did not fit.
     ///
     /// # Errors
     /// [`TrySendError::TooLarge`] naming (in `msg`) the index of a message longer than a slot;
@@ -271,9 +299,7 @@ impl Producer {
             self.write(sent as u64, msg);
             sent += 1;
         }
-        if sent > 0 {
-            self.publish(sent as u64);
-        }
+        self.advance(sent as u64);
         result
     }
 
@@ -353,15 +379,12 @@ impl WriteSlot<'_> {
     #[inline]
     fn publish(self, len: usize) {
         let WriteSlot {
-            producer,
-            idx,
-            token,
+            producer, token, ..
         } = self;
         // End the write access before the Release store that publishes it.
         token.end();
-        // Relaxed: published by the Release store of `head` in `Producer::publish`.
-        producer.mem().len(idx).store(len as u32, Ordering::Relaxed);
-        producer.publish(1);
+        producer.publish_slot(0, len);
+        producer.advance(1);
     }
 }
 
@@ -386,12 +409,7 @@ impl Consumer {
     pub(crate) fn attach(shared: Arc<Shared>) -> Result<Consumer, AttachError> {
         let reg = endpoint::register(shared.mem.header(), Role::Consumer, Placement::Fixed(1))?;
         match load_cursors(&shared.mem) {
-            Ok((head, tail)) => Ok(Consumer {
-                shared,
-                reg,
-                tail,
-                cached_head: head,
-            }),
+            Ok((_, tail)) => Ok(Consumer { shared, reg, tail }),
             Err(c) => {
                 endpoint::deregister(shared.mem.header(), &reg);
                 Err(AttachError::Corrupt(c))
@@ -399,57 +417,38 @@ impl Consumer {
         }
     }
 
-    /// Messages ready to read, reloading the producer cursor only if fewer than `want` look
-    /// ready.
+    /// The slot and validated length of message `tail + offset`, if it is published.
     #[inline]
-    fn available(&mut self, want: u64) -> Result<u64, Corruption> {
-        let mut avail = self.cached_head.wrapping_sub(self.tail);
-        if avail < want {
-            // Acquire: pairs with the Release store of `head` in `Producer::publish`: the payload
-            // and length of every slot below the new head are visible.
-            let head = self.mem().head().load(Ordering::Acquire);
-            avail = head.wrapping_sub(self.tail);
-            let capacity = self.mem().geometry().capacity;
-            if avail > capacity {
-                // Not cached: `cached_head - tail <= capacity` must keep holding.
-                return Err(Corruption::Cursors {
-                    head,
-                    tail: self.tail,
-                    capacity,
-                });
-            }
-            self.cached_head = head;
-        }
-        Ok(avail)
-    }
-
-    /// The validated length of the message at `tail + offset` (which must be available).
-    #[inline]
-    fn length_at(&self, offset: u64) -> Result<(usize, usize), Corruption> {
+    fn ready(&self, offset: u64) -> Result<Option<(usize, usize)>, Corruption> {
         let mem = self.mem();
         let cursor = self.tail.wrapping_add(offset);
         let idx = (cursor & mem.geometry().mask()) as usize;
-        // Relaxed: made visible by the Acquire load of `head` in `available`. Read once, then
-        // bounded before any use.
+        // Acquire: pairs with the Release store in `Producer::publish_slot`: once we see
+        // `cursor + 1`, the payload and length of message `cursor` are visible.
+        if mem.seq32(idx).load(Ordering::Acquire) != cursor.wrapping_add(1) as u32 {
+            return Ok(None);
+        }
+        // Relaxed: made visible by the Acquire above. Read once, then bounded before any use.
         let len = mem.len(idx).load(Ordering::Relaxed);
         let max = mem.geometry().slot_size;
         if len as usize > max {
             return Err(Corruption::Length { cursor, len, max });
         }
-        Ok((idx, len as usize))
+        Ok(Some((idx, len as usize)))
     }
 
     /// The next message's slot and length, not yet consumed. A slot with a corrupt length is
     /// consumed (so the ring moves on) and reported.
     #[inline]
     fn peek(&mut self) -> Result<(usize, usize), TryRecvError> {
-        if self.available(1).map_err(TryRecvError::Corrupt)? == 0 {
-            return Err(TryRecvError::Empty);
+        match self.ready(0) {
+            Ok(Some(found)) => Ok(found),
+            Ok(None) => Err(TryRecvError::Empty),
+            Err(c) => {
+                self.release(1);
+                Err(TryRecvError::Corrupt(c))
+            }
         }
-        self.length_at(0).map_err(|c| {
-            self.release(1);
-            TryRecvError::Corrupt(c)
-        })
     }
 
     /// Gives the next `count` slots back to the producer.
@@ -494,8 +493,8 @@ impl Consumer {
         }
         let mem = self.mem();
         let token = mem.cells().read(idx);
-        // SAFETY: the slot is published (below `cached_head`) and not yet released, so the
-        // producer does not touch it; `len <= slot_size` and `len <= buf.len()`.
+        // SAFETY: the slot is published (`ready` saw its sequence word) and not yet released,
+        // so the producer does not touch it; `len <= slot_size` and `len <= buf.len()`.
         unsafe { mem.read_payload(idx, &mut buf[..len]) };
         token.end();
         self.release(1);
@@ -527,22 +526,13 @@ impl Consumer {
     /// If `f` panics, the messages it was already given are released before the panic goes on.
     ///
     /// # Errors
-    /// [`TryRecvError::Corrupt`] if the first message is corrupt (it is consumed) or the
-    /// cursors are; a corrupt message after the first ends the batch before it, to be reported
-    /// by the next call.
+    /// [`TryRecvError::Corrupt`] if the first message is corrupt (it is consumed); a corrupt
+    /// message after the first ends the batch before it, to be reported by the next call.
     pub fn try_recv_batch(
         &mut self,
         max: usize,
         mut f: impl FnMut(&[u8]),
     ) -> Result<usize, TryRecvError> {
-        let avail = self.available(max as u64).map_err(TryRecvError::Corrupt)?;
-        let n = (avail as usize).min(max);
-        if n > 0 {
-            if let Err(c) = self.length_at(0) {
-                self.release(1);
-                return Err(TryRecvError::Corrupt(c));
-            }
-        }
         struct Release<'c> {
             consumer: &'c mut Consumer,
             done: u64,
@@ -558,13 +548,20 @@ impl Consumer {
             consumer: self,
             done: 0,
         };
-        while (batch.done as usize) < n {
-            let Ok((idx, len)) = batch.consumer.length_at(batch.done) else {
-                break;
+        while (batch.done as usize) < max {
+            let (idx, len) = match batch.consumer.ready(batch.done) {
+                Ok(Some(found)) => found,
+                Ok(None) => break,
+                Err(c) if batch.done == 0 => {
+                    batch.done = 1;
+                    return Err(TryRecvError::Corrupt(c));
+                }
+                Err(_) => break,
             };
             let mem = batch.consumer.mem();
             let token = mem.cells().read(idx);
-            // SAFETY: published and unreleased (below `cached_head`), `len <= slot_size`.
+            // SAFETY: published (`ready` saw its sequence word) and unreleased; `len <=
+            // slot_size`.
             f(unsafe { mem.payload_slice(idx, len) });
             token.end();
             batch.done += 1;
@@ -572,9 +569,11 @@ impl Consumer {
         Ok(batch.done as usize)
     }
 
-    /// Messages in the ring as this consumer last saw it (more may have arrived).
+    /// Messages in the ring, approximately (the producer may publish more meanwhile).
     pub fn len(&self) -> usize {
-        self.cached_head.wrapping_sub(self.tail) as usize
+        // Relaxed: a snapshot; nothing is read through it.
+        let head = self.mem().head().load(Ordering::Relaxed);
+        head.wrapping_sub(self.tail).min(self.capacity()) as usize
     }
 
     /// Whether [`len`](Self::len) is 0.
