@@ -14,9 +14,10 @@
 //! 3. **endpoint** — each producer and consumer registers (pid, role, process start time), so
 //!    an SPSC ring refuses a second producer and dead processes can be told from live ones.
 //! 4. **spsc** / **mpmc** — the algorithms. A producer *claims* a slot, *writes* the payload,
-//!    and *commits* it with a Release store (of the cursor in SPSC, of the slot's sequence word
-//!    in MPMC); a consumer *observes* that store with Acquire, *reads* the payload, and
-//!    *releases* the slot with a Release store the producer acquires before reusing it. Nothing
+//!    and *commits* it with a Release store of the slot's sequence word; a consumer *observes*
+//!    that store with Acquire, *reads* the payload, and *releases* the slot with a Release store
+//!    (of the consumer cursor in SPSC, of the sequence word in MPMC) that the producer acquires
+//!    before reusing the slot. Nothing
 //!    on this path makes a system call, allocates, or takes a lock, and no reader can see a
 //!    half-written message.
 //!
