@@ -17,9 +17,8 @@
 //!    and *commits* it with a Release store of the slot's sequence word; a consumer *observes*
 //!    that store with Acquire, *reads* the payload, and *releases* the slot with a Release store
 //!    (of the consumer cursor in SPSC, of the sequence word in MPMC) that the producer acquires
-//!    before reusing the slot. Nothing
-//!    on this path makes a system call, allocates, or takes a lock, and no reader can see a
-//!    half-written message.
+//!    before reusing the slot. Nothing on this path makes a system call, allocates, or takes a
+//!    lock, and no reader can see a half-written message.
 //!
 //! The copy calls (`try_send`, `try_recv`) are built on the two-phase ones (`try_claim` →
 //! [`commit`](spsc::WriteSlot::commit); `try_read` → a guard that releases on drop).
