@@ -7,6 +7,7 @@
 //! round's `raw-spin` for latency) and the table reports their median, with min–max of the raw
 //! figures.
 
+mod inproc;
 mod proc;
 mod report;
 mod transports;
@@ -14,7 +15,7 @@ mod transports;
 use std::time::Duration;
 
 use clap::Parser;
-use transports::Transport;
+use transports::{BenchError, Transport};
 
 /// Compare shmring with pipes, Unix sockets and TCP loopback across two processes.
 ///
@@ -73,12 +74,17 @@ fn default_transports() -> Vec<Transport> {
     vec![
         Transport::ShmringSpsc,
         Transport::ShmringSpscZc,
+        Transport::ShmringSpscBatch,
         Transport::ShmringMpmc,
         Transport::Pipe,
         Transport::UnixStream,
+        Transport::UnixSeqpacket,
         Transport::Tcp,
+        Transport::PosixMq,
         Transport::RawSpin,
         Transport::Memcpy,
+        Transport::Rtrb,
+        Transport::CrossbeamArrayqueue,
     ]
 }
 
@@ -116,17 +122,17 @@ fn main() {
     let window = Duration::from_millis(args.duration);
     let mut results = report::Results::new(pinned);
     for round in 0..args.rounds {
-        let probe = transports::latency(Transport::RawSpin, 8, (args.iters / 4).max(500));
-        match probe {
+        match transports::latency(Transport::RawSpin, 8, (args.iters / 4).max(500)) {
             Ok(rtts) => results.probe(round, &rtts),
-            Err(e) => fail(&e),
+            Err(BenchError::Skip(e) | BenchError::Fail(e)) => fail(&format!("raw-spin probe: {e}")),
         }
         for &t in args.transports.iter().filter(|t| t.throughput()) {
             for &size in &args.sizes {
                 progress(round, args.rounds, t, "throughput", size);
                 match transports::throughput(t, size, window) {
                     Ok(rate) => results.throughput(round, t, size, rate),
-                    Err(e) => fail(&format!("{} {size} B: {e}", t.name())),
+                    Err(BenchError::Skip(why)) => results.skip(t, "throughput", size, why),
+                    Err(BenchError::Fail(e)) => fail(&format!("{} {size} B: {e}", t.name())),
                 }
             }
         }
@@ -135,7 +141,8 @@ fn main() {
                 progress(round, args.rounds, t, "latency", size);
                 match transports::latency(t, size, args.iters) {
                     Ok(rtts) => results.latency(round, t, size, &rtts),
-                    Err(e) => fail(&format!("{} {size} B: {e}", t.name())),
+                    Err(BenchError::Skip(why)) => results.skip(t, "latency", size, why),
+                    Err(BenchError::Fail(e)) => fail(&format!("{} {size} B: {e}", t.name())),
                 }
             }
         }

@@ -145,6 +145,12 @@ impl core::ops::Deref for Buf {
     }
 }
 
+impl AsRef<[u8]> for Buf {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
 impl core::ops::DerefMut for Buf {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: our allocation of `len` bytes, borrowed mutably once.

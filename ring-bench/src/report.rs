@@ -67,6 +67,8 @@ pub(crate) struct Results {
     tput: BTreeMap<Key, BTreeMap<usize, f64>>,
     /// (size, transport) → per round percentiles.
     lat: BTreeMap<Key, BTreeMap<usize, Percentiles>>,
+    /// (mode, size, transport) → why there is no figure.
+    skipped: BTreeMap<(&'static str, usize, &'static str), String>,
 }
 
 impl Results {
@@ -77,7 +79,13 @@ impl Results {
             probes: BTreeMap::new(),
             tput: BTreeMap::new(),
             lat: BTreeMap::new(),
+            skipped: BTreeMap::new(),
         }
+    }
+
+    pub(crate) fn skip(&mut self, t: Transport, mode: &'static str, size: usize, why: String) {
+        self.note(t);
+        self.skipped.insert((mode, size, t.name()), why);
     }
 
     fn note(&mut self, t: Transport) {
@@ -204,6 +212,11 @@ impl Results {
             .values()
             .map(|p| json!({"p50": p.p50, "p99": p.p99, "p999": p.p999}))
             .collect();
+        for ((mode, size, name), why) in &self.skipped {
+            results.push(
+                json!({"transport": name, "mode": mode, "size": size, "not_applicable": why}),
+            );
+        }
         json!({
             "machine": Self::machine(),
             "pinned": self.pinned,
@@ -269,7 +282,7 @@ impl Results {
             "Throughput, one producer process → one consumer process (medians; ratios are per-round medians)"
         );
         println!(
-            "{:<16} {:>8} {:>26} {:>12} {:>9} {:>9}",
+            "{:<20} {:>8} {:>26} {:>12} {:>9} {:>9}",
             "transport", "size", "msgs/s (min–max)", "bytes/s", "× pipe", "× memcpy"
         );
         let sizes: Vec<usize> = self
@@ -282,11 +295,16 @@ impl Results {
         for size in sizes {
             for t in &self.order {
                 let Some(per) = self.tput.get(&(size, t.name())) else {
+                    if let Some(why) = self.skipped.get(&("throughput", size, t.name())) {
+                        if t.name() != "rtrb" && t.name() != "crossbeam-arrayqueue" {
+                            println!("{:<20} {:>8}  n/a: {why}", t.name(), bytes(size as f64));
+                        }
+                    }
                     continue;
                 };
                 let (m, lo, hi) = summary(&per.values().copied().collect::<Vec<_>>());
                 println!(
-                    "{:<16} {:>8} {:>26} {:>12} {:>9} {:>9}",
+                    "{:<20} {:>8} {:>26} {:>12} {:>9} {:>9}",
                     t.name(),
                     bytes(size as f64),
                     format!("{} ({}–{})", count(m), count(lo), count(hi)),
@@ -299,7 +317,7 @@ impl Results {
         }
         println!("Round-trip latency, ping-pong between two processes (medians over rounds)");
         println!(
-            "{:<16} {:>8} {:>10} {:>10} {:>10} {:>10} {:>12} {:>13}",
+            "{:<20} {:>8} {:>10} {:>10} {:>10} {:>10} {:>12} {:>13}",
             "transport", "size", "p50", "p99", "p99.9", "max", "p50 × spin", "p99.9 × spin"
         );
         let sizes: Vec<usize> = self
@@ -318,7 +336,7 @@ impl Results {
                     summary(&per.values().map(f).collect::<Vec<_>>()).0
                 };
                 println!(
-                    "{:<16} {:>8} {:>10} {:>10} {:>10} {:>10} {:>12} {:>13}",
+                    "{:<20} {:>8} {:>10} {:>10} {:>10} {:>10} {:>12} {:>13}",
                     t.name(),
                     bytes(size as f64),
                     ns(pick(|p| p.p50)),

@@ -32,6 +32,9 @@ fn tuning() -> Tuning {
 }
 const CHILD_LIMIT: Duration = Duration::from_secs(60);
 
+/// Messages per `try_send_batch` in the batch row.
+const BATCH: usize = 32;
+
 /// A transport of the comparison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Transport {
@@ -39,14 +42,24 @@ pub(crate) enum Transport {
     ShmringSpsc,
     /// shmring SPSC ring, zero-copy API (`try_claim` → commit / `try_read`).
     ShmringSpscZc,
+    /// shmring SPSC ring, batches of 32 (`try_send_batch` / `try_recv_batch`).
+    ShmringSpscBatch,
     /// shmring MPMC ring with one producer and one consumer, copy API.
     ShmringMpmc,
     /// An anonymous pipe.
     Pipe,
     /// A Unix-domain stream socket pair.
     UnixStream,
+    /// A Unix-domain seqpacket socket pair (message boundaries kept).
+    UnixSeqpacket,
     /// TCP over loopback with TCP_NODELAY.
     Tcp,
+    /// A POSIX message queue (`mq_send` / `mq_receive`).
+    PosixMq,
+    /// Reference, in-process: `rtrb` between two threads (8 B, 64 B, 1 KiB).
+    Rtrb,
+    /// Reference, in-process: crossbeam `ArrayQueue` between two threads (8 B, 64 B, 1 KiB).
+    CrossbeamArrayqueue,
     /// Reference: one atomic word bounced between the processes (latency only).
     RawSpin,
     /// Reference: one-thread memcpy bandwidth (throughput only).
@@ -58,10 +71,15 @@ impl Transport {
         match self {
             Transport::ShmringSpsc => "shmring-spsc",
             Transport::ShmringSpscZc => "shmring-spsc-zc",
+            Transport::ShmringSpscBatch => "shmring-spsc-batch",
             Transport::ShmringMpmc => "shmring-mpmc",
             Transport::Pipe => "pipe",
             Transport::UnixStream => "unix-stream",
+            Transport::UnixSeqpacket => "unix-seqpacket",
             Transport::Tcp => "tcp",
+            Transport::PosixMq => "posix-mq",
+            Transport::Rtrb => "rtrb",
+            Transport::CrossbeamArrayqueue => "crossbeam-arrayqueue",
             Transport::RawSpin => "raw-spin",
             Transport::Memcpy => "memcpy",
         }
@@ -71,6 +89,7 @@ impl Transport {
         match self {
             Transport::ShmringSpsc | Transport::ShmringMpmc => "copy",
             Transport::ShmringSpscZc => "zero-copy",
+            Transport::ShmringSpscBatch => "batch",
             _ => "-",
         }
     }
@@ -80,13 +99,35 @@ impl Transport {
     }
 
     pub(crate) fn latency(self) -> bool {
-        !matches!(self, Transport::Memcpy | Transport::ShmringSpscZc)
+        !matches!(
+            self,
+            Transport::Memcpy
+                | Transport::ShmringSpscZc
+                | Transport::ShmringSpscBatch
+                | Transport::Rtrb
+                | Transport::CrossbeamArrayqueue
+        )
+    }
+}
+
+/// Why a figure is missing.
+#[derive(Debug)]
+pub(crate) enum BenchError {
+    /// The transport cannot carry this size here; the reason is reported, the run goes on.
+    Skip(String),
+    /// Something broke: the run stops.
+    Fail(String),
+}
+
+impl From<String> for BenchError {
+    fn from(e: String) -> Self {
+        BenchError::Fail(e)
     }
 }
 
 /// Stamps message `seq` into `msg`.
 #[inline]
-fn stamp(msg: &mut [u8], seq: u64) {
+pub(crate) fn stamp(msg: &mut [u8], seq: u64) {
     for (line, chunk) in msg.chunks_mut(64).enumerate() {
         if chunk.len() >= 8 {
             chunk[..8].copy_from_slice(&(seq ^ (line as u64).wrapping_mul(K)).to_le_bytes());
@@ -96,7 +137,7 @@ fn stamp(msg: &mut [u8], seq: u64) {
 
 /// Checks message `seq`'s stamps.
 #[inline]
-fn verify(msg: &[u8], seq: u64) -> Result<(), String> {
+pub(crate) fn verify(msg: &[u8], seq: u64) -> Result<(), String> {
     for (line, chunk) in msg.chunks(64).enumerate() {
         if chunk.len() >= 8 {
             let got = u64::from_le_bytes(chunk[..8].try_into().unwrap_or_default());
@@ -182,16 +223,28 @@ fn stream_pair(t: Transport) -> Result<(std::fs::File, std::fs::File), String> {
 
 /// One throughput measurement: messages per second, received by the parent from a child
 /// producer during `window` (after the first message).
-pub(crate) fn throughput(t: Transport, size: usize, window: Duration) -> Result<f64, String> {
+pub(crate) fn throughput(t: Transport, size: usize, window: Duration) -> Result<f64, BenchError> {
     match t {
         Transport::Memcpy => Ok(memcpy(size, window)),
-        Transport::ShmringSpsc | Transport::ShmringSpscZc | Transport::ShmringMpmc => {
-            shm_throughput(t, size, window)
+        Transport::ShmringSpsc
+        | Transport::ShmringSpscZc
+        | Transport::ShmringSpscBatch
+        | Transport::ShmringMpmc => Ok(shm_throughput(t, size, window)?),
+        Transport::Rtrb | Transport::CrossbeamArrayqueue => {
+            let q = if t == Transport::Rtrb {
+                crate::inproc::Queue::Rtrb
+            } else {
+                crate::inproc::Queue::ArrayQueue
+            };
+            match crate::inproc::throughput(q, size, window) {
+                Some(r) => Ok(r?),
+                None => Err(BenchError::Skip(
+                    "measured at 8 B, 64 B and 1 KiB only".into(),
+                )),
+            }
         }
-        Transport::Pipe | Transport::UnixStream | Transport::Tcp => {
-            stream_throughput(t, size, window)
-        }
-        Transport::RawSpin => Err("raw-spin has no throughput mode".into()),
+        Transport::RawSpin => Err(BenchError::Skip("latency only".into())),
+        _ => chan_throughput(t, size, window),
     }
 }
 
@@ -241,6 +294,26 @@ fn shm_throughput(t: Transport, size: usize, window: Duration) -> Result<f64, St
             }
             return Ok(());
         }
+        if t == Transport::ShmringSpscBatch {
+            let mut tx = ring.spsc_producer().map_err(|e| e.to_string())?;
+            let mut batch: Vec<Buf> = (0..BATCH).map(|_| Buf::new(size)).collect();
+            while running() {
+                for (i, m) in batch.iter_mut().enumerate() {
+                    stamp(m, seq + i as u64);
+                }
+                let mut sent = 0;
+                while sent < batch.len() {
+                    sent += tx
+                        .try_send_batch(&batch[sent..])
+                        .map_err(|e| e.to_string())?;
+                    if !running() {
+                        return Ok(());
+                    }
+                }
+                seq += BATCH as u64;
+            }
+            return Ok(());
+        }
         let mut tx = if t == Transport::ShmringMpmc {
             ShmTx::Mpmc(ring.mpmc_producer().map_err(|e| e.to_string())?)
         } else {
@@ -263,13 +336,13 @@ fn shm_throughput(t: Transport, size: usize, window: Duration) -> Result<f64, St
         let mut start = None;
         let deadline = Instant::now() + window + Duration::from_secs(10);
         let mut rx = ShmRx::attach(t, &ring)?;
+        let mut next_check = 0;
         loop {
-            let got = rx.poll(&mut buf, seq)?;
-            if got {
-                seq += 1;
+            if rx.poll(&mut buf, &mut seq)? {
                 match start {
                     None => start = Some((Instant::now(), seq)),
-                    Some((t0, s0)) if seq % 64 == 0 => {
+                    Some((t0, s0)) if seq >= next_check => {
+                        next_check = seq + 64;
                         let el = t0.elapsed();
                         if el >= window {
                             return Ok((seq - s0) as f64 / el.as_secs_f64());
@@ -290,8 +363,150 @@ fn shm_throughput(t: Transport, size: usize, window: Duration) -> Result<f64, St
     Ok(rate)
 }
 
-fn stream_throughput(t: Transport, size: usize, window: Duration) -> Result<f64, String> {
-    let (mut rx, tx) = stream_pair(t)?;
+/// One end of a kernel channel carrying fixed-size messages.
+enum Chan {
+    /// A byte stream (pipe, Unix stream, TCP): `write_all` / `read_exact`.
+    Stream(std::fs::File),
+    /// A seqpacket socket: one `write`, one `read` per message.
+    Packet(std::fs::File),
+    /// A POSIX message queue.
+    Mq(nix::mqueue::MqdT),
+}
+
+impl Chan {
+    fn send(&mut self, m: &[u8]) -> Result<(), String> {
+        match self {
+            Chan::Stream(f) => f.write_all(m).map_err(|e| e.to_string()),
+            Chan::Packet(f) => match f.write(m) {
+                Ok(n) if n == m.len() => Ok(()),
+                Ok(n) => Err(format!("short packet write: {n} of {} bytes", m.len())),
+                Err(e) => Err(e.to_string()),
+            },
+            Chan::Mq(q) => nix::mqueue::mq_send(q, m, 0).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn recv(&mut self, b: &mut [u8]) -> Result<(), String> {
+        let n = match self {
+            Chan::Stream(f) => return f.read_exact(b).map_err(|e| e.to_string()),
+            Chan::Packet(f) => f.read(b).map_err(|e| e.to_string())?,
+            Chan::Mq(q) => nix::mqueue::mq_receive(q, b, &mut 0).map_err(|e| e.to_string())?,
+        };
+        if n == b.len() {
+            Ok(())
+        } else {
+            Err(format!("received {n} bytes, expected {}", b.len()))
+        }
+    }
+
+    /// After the child was told to stop: take what it still sends, so a child blocked on a full
+    /// channel can see the flag and exit.
+    fn drain(&mut self, size: usize) {
+        let mut sink = Buf::new(size.max(65536));
+        match self {
+            // End of file once the child has closed its end.
+            Chan::Stream(f) | Chan::Packet(f) => {
+                while matches!(f.read(&mut sink), Ok(n) if n > 0) {}
+            }
+            // No end of file for a queue: drain until it stays empty for 20 ms.
+            Chan::Mq(q) => {
+                let _ = nix::mqueue::mq_set_nonblock(q);
+                let mut idle = Instant::now();
+                while idle.elapsed() < Duration::from_millis(20) {
+                    if nix::mqueue::mq_receive(q, &mut sink[..size], &mut 0).is_ok() {
+                        idle = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The largest POSIX message queue message and queue depth this machine allows.
+fn mq_limits() -> (usize, i64) {
+    let read = |f: &str, d: i64| {
+        std::fs::read_to_string(format!("/proc/sys/fs/mqueue/{f}"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(d)
+    };
+    (read("msgsize_max", 8192) as usize, read("msg_max", 10))
+}
+
+/// (receiving end, sending end) of a channel for `size`-byte messages.
+fn chan_pair(t: Transport, size: usize) -> Result<(Chan, Chan), BenchError> {
+    match t {
+        Transport::PosixMq => {
+            use nix::mqueue::{MQ_OFlag, MqAttr, mq_open, mq_unlink};
+            let (max_size, max_depth) = mq_limits();
+            if size > max_size {
+                return Err(BenchError::Skip(format!(
+                    "above this machine's msgsize_max ({max_size} B)"
+                )));
+            }
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let name = format!(
+                "/ring-bench-{}-mq{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            );
+            let attr = MqAttr::new(0, max_depth.min(10), size as _, 0);
+            let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
+            let flags = MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR;
+            let a = mq_open(name.as_str(), flags, mode, Some(&attr))
+                .map_err(|e| format!("mq_open: {e}"))?;
+            let b = mq_open(name.as_str(), MQ_OFlag::O_RDWR, mode, None)
+                .map_err(|e| format!("mq_open: {e}"))?;
+            let _ = mq_unlink(name.as_str());
+            Ok((Chan::Mq(a), Chan::Mq(b)))
+        }
+        Transport::UnixSeqpacket => {
+            let mut fds = [0i32; 2];
+            // SAFETY: `fds` has room for the two descriptors socketpair writes.
+            let r = unsafe {
+                libc::socketpair(
+                    libc::AF_UNIX,
+                    libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                    0,
+                    fds.as_mut_ptr(),
+                )
+            };
+            if r != 0 {
+                return Err(BenchError::Fail(format!(
+                    "socketpair: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+            // SAFETY: both descriptors were just created and are owned by nobody else.
+            let (mut rx, mut tx) = unsafe {
+                (
+                    std::fs::File::from_raw_fd(fds[0]),
+                    std::fs::File::from_raw_fd(fds[1]),
+                )
+            };
+            // One probe message: a seqpacket message must fit the socket buffer whole.
+            let mut probe = Buf::new(size);
+            match tx.write(&probe) {
+                Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                    return Err(BenchError::Skip(
+                        "larger than the socket buffer (EMSGSIZE)".into(),
+                    ));
+                }
+                Err(e) => return Err(BenchError::Fail(e.to_string())),
+                Ok(_) => {}
+            }
+            rx.read(&mut probe).map_err(|e| e.to_string())?;
+            Ok((Chan::Packet(rx), Chan::Packet(tx)))
+        }
+        _ => {
+            let (rx, tx) = stream_pair(t)?;
+            Ok((Chan::Stream(rx), Chan::Stream(tx)))
+        }
+    }
+}
+
+fn chan_throughput(t: Transport, size: usize, window: Duration) -> Result<f64, BenchError> {
+    let (mut rx, tx) = chan_pair(t, size)?;
     let ctl = ControlMap::new();
     let stop = &ctl.get().stop;
     // The closure owns `tx`: the parent's copy closes when `spawn` returns, so the parent sees
@@ -302,7 +517,7 @@ fn stream_throughput(t: Transport, size: usize, window: Duration) -> Result<f64,
         let mut seq = 0u64;
         while stop.load(Ordering::Relaxed) == 0 {
             stamp(&mut buf, seq);
-            if tx.write_all(&buf).is_err() {
+            if tx.send(&buf).is_err() {
                 break;
             }
             seq += 1;
@@ -312,13 +527,13 @@ fn stream_throughput(t: Transport, size: usize, window: Duration) -> Result<f64,
     let result = (|| -> Result<_, String> {
         let mut buf = Buf::new(size);
         let mut seq = 0u64;
-        rx.read_exact(&mut buf).map_err(|e| e.to_string())?;
+        rx.recv(&mut buf)?;
         verify(&buf, seq)?;
         seq += 1;
         let t0 = Instant::now();
         let s0 = seq;
         loop {
-            rx.read_exact(&mut buf).map_err(|e| e.to_string())?;
+            rx.recv(&mut buf)?;
             verify(&buf, seq)?;
             seq += 1;
             if seq % 16 == 0 {
@@ -329,10 +544,8 @@ fn stream_throughput(t: Transport, size: usize, window: Duration) -> Result<f64,
             }
         }
     })();
-    ctl.get().stop.store(1, Ordering::Relaxed);
-    // Unblock a writer stuck on a full pipe: drain until it closes its end.
-    let mut sink = Buf::new(size.max(65536));
-    while matches!(rx.read(&mut sink), Ok(n) if n > 0) {}
+    stop.store(1, Ordering::Relaxed);
+    rx.drain(size);
     let reaped = proc::reap(child, CHILD_LIMIT);
     let rate = result?;
     reaped?;
@@ -346,15 +559,13 @@ pub(crate) fn child_cpu() -> Option<usize> {
 
 /// Round-trip times of `iters` ping-pongs of `size`-byte messages, in nanoseconds, after a
 /// warm-up. The parent sends, the child echoes.
-pub(crate) fn latency(t: Transport, size: usize, iters: usize) -> Result<Vec<u64>, String> {
+pub(crate) fn latency(t: Transport, size: usize, iters: usize) -> Result<Vec<u64>, BenchError> {
     let warmup = (iters / 10).max(100);
     match t {
-        Transport::RawSpin => raw_spin(iters, warmup),
-        Transport::ShmringSpsc | Transport::ShmringMpmc => shm_latency(t, size, iters, warmup),
-        Transport::Pipe | Transport::UnixStream | Transport::Tcp => {
-            stream_latency(t, size, iters, warmup)
-        }
-        _ => Err(format!("{} has no latency mode", t.name())),
+        Transport::RawSpin => Ok(raw_spin(iters, warmup)?),
+        Transport::ShmringSpsc | Transport::ShmringMpmc => Ok(shm_latency(t, size, iters, warmup)?),
+        _ if t.latency() => chan_latency(t, size, iters, warmup),
+        _ => Err(BenchError::Skip("throughput only".into())),
     }
 }
 
@@ -455,6 +666,7 @@ impl ShmTx {
 
 /// The receiving side of a throughput run, one variant per API measured.
 enum ShmRx {
+    Batch(shmring::spsc::Consumer),
     ZeroCopy(shmring::spsc::Consumer),
     Spsc(shmring::spsc::Consumer),
     Mpmc(shmring::mpmc::Consumer),
@@ -465,21 +677,43 @@ impl ShmRx {
         let e = |e: shmring::AttachError| e.to_string();
         Ok(match t {
             Transport::ShmringSpscZc => ShmRx::ZeroCopy(ring.spsc_consumer().map_err(e)?),
+            Transport::ShmringSpscBatch => ShmRx::Batch(ring.spsc_consumer().map_err(e)?),
             Transport::ShmringSpsc => ShmRx::Spsc(ring.spsc_consumer().map_err(e)?),
             _ => ShmRx::Mpmc(ring.mpmc_consumer().map_err(e)?),
         })
     }
 
-    /// Receives and checks message `seq` if one is there.
+    /// Receives and checks what is there (one message, or a batch), advancing `seq`; whether
+    /// anything was.
     #[inline]
-    fn poll(&mut self, buf: &mut [u8], seq: u64) -> Result<bool, String> {
+    fn poll(&mut self, buf: &mut [u8], seq: &mut u64) -> Result<bool, String> {
+        let s = *seq;
         let r = match self {
-            ShmRx::ZeroCopy(rx) => rx.try_read().map(|m| verify(&m, seq)),
-            ShmRx::Spsc(rx) => rx.try_recv(buf).map(|n| verify(&buf[..n], seq)),
-            ShmRx::Mpmc(rx) => rx.try_recv(buf).map(|n| verify(&buf[..n], seq)),
+            ShmRx::Batch(rx) => {
+                let mut bad = Ok(());
+                let mut next = s;
+                let n = rx
+                    .try_recv_batch(BATCH * 2, |m| {
+                        if bad.is_ok() {
+                            bad = verify(m, next);
+                        }
+                        next += 1;
+                    })
+                    .map_err(|e| e.to_string())?;
+                bad?;
+                *seq += n as u64;
+                return Ok(n > 0);
+            }
+            ShmRx::ZeroCopy(rx) => rx.try_read().map(|m| verify(&m, s)),
+            ShmRx::Spsc(rx) => rx.try_recv(buf).map(|n| verify(&buf[..n], s)),
+            ShmRx::Mpmc(rx) => rx.try_recv(buf).map(|n| verify(&buf[..n], s)),
         };
         match r {
-            Ok(checked) => checked.map(|()| true),
+            Ok(checked) => {
+                checked?;
+                *seq += 1;
+                Ok(true)
+            }
             Err(TryRecvError::Empty) => Ok(false),
             Err(e) => Err(e.to_string()),
         }
@@ -549,23 +783,22 @@ impl Endpoints {
     }
 }
 
-fn stream_latency(
+fn chan_latency(
     t: Transport,
     size: usize,
     iters: usize,
     warmup: usize,
-) -> Result<Vec<u64>, String> {
+) -> Result<Vec<u64>, BenchError> {
     let total = (iters + warmup) as u64;
-    // Two one-way channels: for a pipe they are two pipes; sockets are bidirectional, but two
-    // pairs keep the code the same.
-    let (mut a_rx, a_tx) = stream_pair(t)?;
-    let (b_rx, mut b_tx) = stream_pair(t)?;
+    // Two one-way channels, parent → child (b) and child → parent (a).
+    let (mut a_rx, a_tx) = chan_pair(t, size)?;
+    let (b_rx, mut b_tx) = chan_pair(t, size)?;
     let child = proc::spawn(child_cpu(), move || {
         let (mut rx, mut tx) = (b_rx, a_tx);
         let mut buf = Buf::new(size);
         for _ in 0..total {
-            rx.read_exact(&mut buf).map_err(|e| e.to_string())?;
-            tx.write_all(&buf).map_err(|e| e.to_string())?;
+            rx.recv(&mut buf)?;
+            tx.send(&buf)?;
         }
         Ok(())
     });
@@ -575,8 +808,8 @@ fn stream_latency(
         for i in 0..total {
             stamp(&mut buf, i);
             let t0 = Instant::now();
-            b_tx.write_all(&buf).map_err(|e| e.to_string())?;
-            a_rx.read_exact(&mut buf).map_err(|e| e.to_string())?;
+            b_tx.send(&buf)?;
+            a_rx.recv(&mut buf)?;
             let rtt = t0.elapsed().as_nanos() as u64;
             verify(&buf, i)?;
             if i as usize >= warmup {
