@@ -96,7 +96,7 @@ fn consume<const N: usize>(
                 seq += 1;
                 match start {
                     None => start = Some((Instant::now(), seq)),
-                    Some((t0, s0)) if seq % 64 == 0 => {
+                    Some((t0, s0)) if seq.is_multiple_of(64) => {
                         let el = t0.elapsed();
                         if el >= window {
                             return Ok((seq - s0) as f64 / el.as_secs_f64());

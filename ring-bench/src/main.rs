@@ -44,11 +44,11 @@ struct Args {
     rounds: usize,
 
     /// Measuring window of one throughput figure, in milliseconds.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 200)]
     duration: u64,
 
     /// Round trips per latency figure.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 6_000)]
     iters: usize,
 
     /// A run of a few seconds: 3 rounds, short windows, fewer round trips.
@@ -68,6 +68,18 @@ struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = report::Format::Table)]
     format: report::Format,
+
+    /// Also write the JSON document to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<std::path::PathBuf>,
+
+    /// Write SVG charts (throughput by size, round-trip latency) into this folder.
+    #[arg(long, value_name = "DIR")]
+    plot: Option<std::path::PathBuf>,
+
+    /// Shared memory of the shmring rows.
+    #[arg(long, value_enum, default_value_t = transports::Backend::Posix)]
+    backend: transports::Backend,
 }
 
 fn default_transports() -> Vec<Transport> {
@@ -117,7 +129,9 @@ fn main() {
     let _ = transports::TUNING.set(transports::Tuning {
         slot_size: args.slot_size,
         memcpy_offset: args.memcpy_offset,
+        backend: args.backend,
     });
+    remove_stale_segments();
     let pinned = transports::child_cpu().is_some() && proc::pin(0);
     let window = Duration::from_millis(args.duration);
     let mut results = report::Results::new(pinned);
@@ -149,6 +163,42 @@ fn main() {
     }
     eprint!("\r{:79}\r", "");
     results.print(args.format);
+    if let Some(path) = &args.json {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        let written = dir.map_or(Ok(()), std::fs::create_dir_all);
+        if let Err(e) = written.and_then(|()| std::fs::write(path, results.json_string())) {
+            fail(&format!("writing {}: {e}", path.display()));
+        }
+    }
+    if let Some(dir) = &args.plot {
+        match results.plot(dir) {
+            Ok(files) => eprintln!("plots: {}", files.join(", ")),
+            Err(e) => fail(&format!("writing plots to {}: {e}", dir.display())),
+        }
+    }
+}
+
+/// Removes `/dev/shm/ring-bench-PID-*` objects left by runs that were killed (PID gone).
+fn remove_stale_segments() {
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("ring-bench-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = shmring::remove(&shmring::Backing::Posix(format!("/{name}")));
+        }
+    }
 }
 
 fn progress(round: usize, rounds: usize, t: Transport, mode: &str, size: usize) {

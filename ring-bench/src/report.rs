@@ -170,6 +170,76 @@ impl Results {
         }
     }
 
+    /// The JSON document, pretty-printed.
+    pub(crate) fn json_string(&self) -> String {
+        serde_json::to_string_pretty(&self.json()).unwrap_or_default()
+    }
+
+    /// Writes `throughput.svg` and `latency.svg` into `dir`; returns their paths.
+    pub(crate) fn plot(&self, dir: &std::path::Path) -> std::io::Result<Vec<String>> {
+        std::fs::create_dir_all(dir)?;
+        let mut files = Vec::new();
+        let tput: Vec<(&'static str, Vec<(usize, f64)>)> = self
+            .order
+            .iter()
+            .filter_map(|t| {
+                let pts: Vec<(usize, f64)> = self
+                    .tput
+                    .iter()
+                    .filter(|((_, n), _)| *n == t.name())
+                    .map(|((s, _), per)| {
+                        (
+                            *s,
+                            summary(&per.values().copied().collect::<Vec<_>>()).0 * *s as f64,
+                        )
+                    })
+                    .collect();
+                (!pts.is_empty()).then_some((t.name(), pts))
+            })
+            .collect();
+        let path = dir.join("throughput.svg");
+        std::fs::write(
+            &path,
+            svg_chart(
+                "Throughput between two processes (median)",
+                "bytes/s",
+                &tput,
+                bytes_per_s,
+            ),
+        )?;
+        files.push(path.display().to_string());
+        let lat: Vec<(&'static str, Vec<(usize, f64)>)> = self
+            .order
+            .iter()
+            .filter_map(|t| {
+                let pts: Vec<(usize, f64)> = self
+                    .lat
+                    .iter()
+                    .filter(|((_, n), _)| *n == t.name())
+                    .map(|((s, _), per)| {
+                        (
+                            *s,
+                            summary(&per.values().map(|p| p.p50).collect::<Vec<_>>()).0,
+                        )
+                    })
+                    .collect();
+                (!pts.is_empty()).then_some((t.name(), pts))
+            })
+            .collect();
+        let path = dir.join("latency.svg");
+        std::fs::write(
+            &path,
+            svg_chart(
+                "Round-trip latency p50 (median over rounds)",
+                "round trip",
+                &lat,
+                ns,
+            ),
+        )?;
+        files.push(path.display().to_string());
+        Ok(files)
+    }
+
     fn rounds(&self) -> usize {
         self.probes.len()
     }
@@ -295,10 +365,11 @@ impl Results {
         for size in sizes {
             for t in &self.order {
                 let Some(per) = self.tput.get(&(size, t.name())) else {
-                    if let Some(why) = self.skipped.get(&("throughput", size, t.name())) {
-                        if t.name() != "rtrb" && t.name() != "crossbeam-arrayqueue" {
-                            println!("{:<20} {:>8}  n/a: {why}", t.name(), bytes(size as f64));
-                        }
+                    let in_process = matches!(t.name(), "rtrb" | "crossbeam-arrayqueue");
+                    if let Some(why) = self.skipped.get(&("throughput", size, t.name()))
+                        && !in_process
+                    {
+                        println!("{:<20} {:>8}  n/a: {why}", t.name(), bytes(size as f64));
                     }
                     continue;
                 };
@@ -398,4 +469,108 @@ fn bytes(x: f64) -> String {
     } else {
         format!("{x:.0} B")
     }
+}
+
+fn bytes_per_s(x: f64) -> String {
+    format!("{}/s", bytes(x))
+}
+
+/// A self-contained SVG line chart: message size on a categorical x axis, a log-scale y axis,
+/// one line per series. No fonts or libraries needed beyond a browser's defaults.
+fn svg_chart(
+    title: &str,
+    y_label: &str,
+    series: &[(&'static str, Vec<(usize, f64)>)],
+    fmt: fn(f64) -> String,
+) -> String {
+    const COLORS: [&str; 12] = [
+        "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+        "#bcbd22", "#17becf", "#393b79", "#637939",
+    ];
+    let (w, h, left, right, top, bottom) = (960.0, 540.0, 90.0, 220.0, 50.0, 60.0);
+    let mut sizes: Vec<usize> = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|x| x.0))
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let vals = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|x| x.1))
+        .filter(|v| v.is_finite() && *v > 0.0);
+    let (lo, hi) = vals.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    if sizes.is_empty() || lo > hi {
+        return format!(
+            "<svg xmlns='http://www.w3.org/2000/svg' width='400' height='40'><text x='10' y='25'>{title}: no data</text></svg>"
+        );
+    }
+    let (lmin, lmax) = (
+        lo.log10().floor(),
+        hi.log10().ceil().max(lo.log10().floor() + 1.0),
+    );
+    let pw = w - left - right;
+    let ph = h - top - bottom;
+    let x = |s: usize| {
+        let i = sizes.iter().position(|&z| z == s).unwrap_or(0) as f64;
+        left + if sizes.len() > 1 {
+            i * pw / (sizes.len() - 1) as f64
+        } else {
+            pw / 2.0
+        }
+    };
+    let y = |v: f64| top + ph - (v.log10() - lmin) / (lmax - lmin) * ph;
+    let mut out = format!(
+        "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n<text x='{left}' y='28' font-size='16'>{title}</text>\n"
+    );
+    let mut e = lmin;
+    while e <= lmax {
+        let yy = y(10f64.powf(e));
+        out += &format!(
+            "<line x1='{left}' x2='{}' y1='{yy:.1}' y2='{yy:.1}' stroke='#ddd'/><text x='{}' y='{:.1}' text-anchor='end'>{}</text>\n",
+            left + pw,
+            left - 6.0,
+            yy + 4.0,
+            fmt(10f64.powf(e))
+        );
+        e += 1.0;
+    }
+    for &s in &sizes {
+        out += &format!(
+            "<text x='{:.1}' y='{}' text-anchor='middle'>{}</text>\n",
+            x(s),
+            top + ph + 20.0,
+            bytes(s as f64)
+        );
+    }
+    out += &format!(
+        "<text x='{:.1}' y='{}' text-anchor='middle'>message size</text><text transform='translate(18,{:.1}) rotate(-90)' text-anchor='middle'>{y_label} (log scale)</text>\n",
+        left + pw / 2.0,
+        h - 15.0,
+        top + ph / 2.0
+    );
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let c = COLORS[i % COLORS.len()];
+        let coords: Vec<String> = pts
+            .iter()
+            .filter(|p| p.1.is_finite() && p.1 > 0.0)
+            .map(|&(s, v)| format!("{:.1},{:.1}", x(s), y(v)))
+            .collect();
+        out += &format!(
+            "<polyline fill='none' stroke='{c}' stroke-width='2' points='{}'/>\n",
+            coords.join(" ")
+        );
+        for p in &coords {
+            let (px, py) = p.split_once(',').unwrap_or(("0", "0"));
+            out += &format!("<circle cx='{px}' cy='{py}' r='3' fill='{c}'/>");
+        }
+        let ly = top + 10.0 + i as f64 * 20.0;
+        out += &format!(
+            "\n<line x1='{}' x2='{}' y1='{ly}' y2='{ly}' stroke='{c}' stroke-width='3'/><text x='{}' y='{}'>{name}</text>\n",
+            w - right + 15.0,
+            w - right + 40.0,
+            w - right + 46.0,
+            ly + 4.0
+        );
+    }
+    out + "</svg>\n"
 }

@@ -23,6 +23,20 @@ pub(crate) struct Tuning {
     pub(crate) slot_size: Option<usize>,
     /// Byte offset of the `memcpy` row's destination from a page boundary.
     pub(crate) memcpy_offset: usize,
+    /// Where the shmring rings live.
+    pub(crate) backend: Backend,
+}
+
+/// Shared memory for the shmring rows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Backend {
+    /// A POSIX shared-memory object (`shm_open`).
+    #[default]
+    Posix,
+    /// A System V segment (`shmget`).
+    Sysv,
+    /// An anonymous shared mapping inherited across `fork`.
+    Anon,
 }
 
 pub(crate) static TUNING: std::sync::OnceLock<Tuning> = std::sync::OnceLock::new();
@@ -159,14 +173,28 @@ fn capacity_for(size: usize) -> u64 {
         .min(4096) as u64
 }
 
+/// A fresh ring for `size`-byte messages in the chosen backend. Named segments are removed by
+/// their creator (this process) when the last handle drops.
 fn ring(name: &str, kind: shmring::Kind, size: usize) -> Result<Ring, String> {
-    let _ = shmring::remove(&shmring::Backing::Posix(name.into()));
+    let backing = match tuning().backend {
+        Backend::Posix => shmring::Backing::Posix(name.into()),
+        Backend::Sysv => {
+            // A key from the pid and the name's hash: unique per run and ring.
+            let h = name
+                .bytes()
+                .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+            let key = 0x5200_0000 | ((std::process::id() & 0xFFFF) << 8) as i32 | (h & 0xFF) as i32;
+            shmring::Backing::SysV(shmring::SysvKey::Key(key))
+        }
+        Backend::Anon => shmring::Backing::Anonymous,
+    };
+    let _ = shmring::remove(&backing);
     let slot = tuning().slot_size.unwrap_or(size).max(size);
     Ring::builder()
         .kind(kind)
         .capacity(capacity_for(slot))
         .slot_size(slot)
-        .posix(name)
+        .backing(backing)
         .populate(true)
         .create()
         .map_err(|e| format!("creating {name}: {e}"))
@@ -357,7 +385,8 @@ fn shm_throughput(t: Transport, size: usize, window: Duration) -> Result<f64, St
     })();
     ctl.get().stop.store(1, Ordering::Relaxed);
     let reaped = proc::reap(child, CHILD_LIMIT);
-    let _ = shmring::remove(&shmring::Backing::Posix(name));
+    drop(ring);
+    let _ = name;
     let rate = result?;
     reaped?;
     Ok(rate)
@@ -536,7 +565,7 @@ fn chan_throughput(t: Transport, size: usize, window: Duration) -> Result<f64, B
             rx.recv(&mut buf)?;
             verify(&buf, seq)?;
             seq += 1;
-            if seq % 16 == 0 {
+            if seq.is_multiple_of(16) {
                 let el = t0.elapsed();
                 if el >= window {
                     return Ok((seq - s0) as f64 / el.as_secs_f64());
@@ -591,7 +620,7 @@ fn raw_spin(iters: usize, warmup: usize) -> Result<Vec<u64>, String> {
         while w.load(Ordering::Acquire) != 2 * i + 2 {
             core::hint::spin_loop();
             spins = spins.wrapping_add(1);
-            if spins % 65536 == 0 && t0.elapsed() > Duration::from_secs(20) {
+            if spins.is_multiple_of(65536) && t0.elapsed() > Duration::from_secs(20) {
                 let _ = proc::reap(child, Duration::ZERO);
                 return Err("raw-spin: no reply within 20 s".into());
             }
@@ -640,8 +669,7 @@ fn shm_latency(t: Transport, size: usize, iters: usize, warmup: usize) -> Result
         Ok(out)
     })();
     let reaped = proc::reap(child, CHILD_LIMIT);
-    let _ = shmring::remove(&shmring::Backing::Posix(na));
-    let _ = shmring::remove(&shmring::Backing::Posix(nb));
+    drop((ping, pong, na, nb));
     let out = result?;
     reaped?;
     Ok(out)
@@ -755,7 +783,7 @@ impl Endpoints {
                 Err(TryRecvError::Empty) => {
                     core::hint::spin_loop();
                     spins = spins.wrapping_add(1);
-                    if spins % 65536 == 0 && start.elapsed() > Duration::from_secs(20) {
+                    if spins.is_multiple_of(65536) && start.elapsed() > Duration::from_secs(20) {
                         return Err("ping-pong: no reply within 20 s".into());
                     }
                 }

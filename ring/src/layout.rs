@@ -172,7 +172,7 @@ const _: () = {
     assert!(offset_of!(Header, tail) == 256);
     assert!(offset_of!(Header, endpoints) == 512);
     assert!(size_of::<Header>() == HEADER_SIZE);
-    assert!(HEADER_SIZE % 4096 == 0);
+    assert!(HEADER_SIZE.is_multiple_of(4096));
 };
 
 /// Where things are inside one slot, and how far apart slots are. Derived from the kind and the

@@ -187,7 +187,7 @@ fn produce(ring: &Ring, area: &Area, p: u32, per: u64) -> i32 {
         let len = encode(buf, p, seq);
         let mut spins = 0u32;
         loop {
-            let sent = if seq % 2 == 0 {
+            let sent = if seq.is_multiple_of(2) {
                 match &mut tx {
                     Tx::Spsc(t) => t.try_send(&buf[..len]).map_err(|e| e.is_full()),
                     Tx::Mpmc(t) => t.try_send(&buf[..len]).map_err(|e| e.is_full()),
@@ -254,7 +254,7 @@ fn consume(ring: &Ring, area: &Area, producers: u32, per: u64) -> i32 {
             Ok(())
         };
         n += 1;
-        let got = if n % 2 == 0 {
+        let got = if n.is_multiple_of(2) {
             match &mut rx {
                 Rx::Spsc(r) => r
                     .try_recv(&mut buf)
