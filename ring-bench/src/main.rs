@@ -143,8 +143,16 @@ fn main() {
         for &t in args.transports.iter().filter(|t| t.throughput()) {
             for &size in &args.sizes {
                 progress(round, args.rounds, t, "throughput", size);
+                proc::reset_peak();
+                proc::LAST_CHILD_PEAK_KIB.store(0, std::sync::atomic::Ordering::Relaxed);
                 match transports::throughput(t, size, window) {
-                    Ok(rate) => results.throughput(round, t, size, rate),
+                    Ok(rate) => {
+                        results.throughput(round, t, size, rate);
+                        let child =
+                            proc::LAST_CHILD_PEAK_KIB.load(std::sync::atomic::Ordering::Relaxed);
+                        let segment = transports::segment_bytes(t, size);
+                        results.memory(t, size, proc::peak_kib(), child, segment);
+                    }
                     Err(BenchError::Skip(why)) => results.skip(t, "throughput", size, why),
                     Err(BenchError::Fail(e)) => fail(&format!("{} {size} B: {e}", t.name())),
                 }

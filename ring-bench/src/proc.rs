@@ -89,12 +89,39 @@ pub(crate) fn spawn(cpu: Option<usize>, job: impl FnOnce() -> Result<(), String>
     pid
 }
 
+/// Peak resident memory (KiB) of the last child reaped, from `wait4`'s rusage.
+pub(crate) static LAST_CHILD_PEAK_KIB: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
 /// Whether the child has exited (reaping it), with its status.
 pub(crate) fn try_reap(pid: libc::pid_t) -> Option<bool> {
     let mut status = 0;
-    // SAFETY: our own child; WNOHANG does not block.
-    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-    (r == pid).then(|| libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0)
+    // SAFETY: a zeroed rusage is valid for wait4 to fill.
+    let mut usage: libc::rusage = unsafe { core::mem::zeroed() };
+    // SAFETY: our own child; WNOHANG does not block; both out-pointers are valid.
+    let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+    (r == pid).then(|| {
+        LAST_CHILD_PEAK_KIB.store(usage.ru_maxrss as u64, std::sync::atomic::Ordering::Relaxed);
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+    })
+}
+
+/// Resets this process's peak resident set (`VmHWM`), so the next reading covers one figure.
+pub(crate) fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// This process's peak resident set since the last reset, in KiB.
+pub(crate) fn peak_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Waits for the child; kills it after `limit`.

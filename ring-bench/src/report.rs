@@ -67,6 +67,8 @@ pub(crate) struct Results {
     tput: BTreeMap<Key, BTreeMap<usize, f64>>,
     /// (size, transport) → per round percentiles.
     lat: BTreeMap<Key, BTreeMap<usize, Percentiles>>,
+    /// (size, transport) → largest (parent peak KiB, child peak KiB) seen, and the segment size.
+    mem: BTreeMap<Key, (u64, u64, Option<usize>)>,
     /// (mode, size, transport) → why there is no figure.
     skipped: BTreeMap<(&'static str, usize, &'static str), String>,
 }
@@ -80,7 +82,21 @@ impl Results {
             tput: BTreeMap::new(),
             lat: BTreeMap::new(),
             skipped: BTreeMap::new(),
+            mem: BTreeMap::new(),
         }
+    }
+
+    pub(crate) fn memory(
+        &mut self,
+        t: Transport,
+        size: usize,
+        parent: u64,
+        child: u64,
+        segment: Option<usize>,
+    ) {
+        let e = self.mem.entry((size, t.name())).or_insert((0, 0, segment));
+        e.0 = e.0.max(parent);
+        e.1 = e.1.max(child);
     }
 
     pub(crate) fn skip(&mut self, t: Transport, mode: &'static str, size: usize, why: String) {
@@ -259,6 +275,8 @@ impl Results {
                 "msgs_per_sec": {"median": m, "min": lo, "max": hi},
                 "bytes_per_sec": {"median": m * *size as f64, "min": lo * *size as f64, "max": hi * *size as f64},
                 "ratio_vs_pipe": nan_null(self.tput_ratio(*size, name, "pipe")),
+                "peak_rss_kib": self.mem.get(&(*size, *name)).map(|m| json!({"receiver": m.0, "sender": m.1})),
+                "segment_bytes": self.mem.get(&(*size, *name)).and_then(|m| m.2),
                 "ratio_vs_memcpy": nan_null(self.tput_bytes_ratio_memcpy(*size, name)),
             }));
         }
@@ -316,6 +334,45 @@ impl Results {
                 self.lat_ratio(*size, name, |p| p.p50)
             );
         }
+    }
+
+    /// Peak resident memory of the receiving (parent) and sending (child) process per
+    /// throughput figure, largest over rounds, and shmring's segment size.
+    fn print_memory(&self) {
+        let sizes: Vec<usize> = self
+            .mem
+            .keys()
+            .map(|k| k.0)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if sizes.is_empty() {
+            return;
+        }
+        println!("Peak resident memory during throughput, receiver + sender (shmring: + segment)");
+        print!("{:<20}", "transport");
+        for s in &sizes {
+            print!(" {:>22}", bytes(*s as f64));
+        }
+        println!();
+        for t in &self.order {
+            if !sizes.iter().any(|s| self.mem.contains_key(&(*s, t.name()))) {
+                continue;
+            }
+            print!("{:<20}", t.name());
+            for s in &sizes {
+                let cell = self.mem.get(&(*s, t.name())).map_or("-".to_owned(), |m| {
+                    let base = format!("{}+{}", mib(m.0), mib(m.1));
+                    match m.2 {
+                        Some(seg) => format!("{base} ({})", bytes(seg as f64)),
+                        None => base,
+                    }
+                });
+                print!(" {cell:>22}");
+            }
+            println!();
+        }
+        println!();
     }
 
     fn api(&self, name: &str) -> &'static str {
@@ -386,6 +443,7 @@ impl Results {
             }
             println!();
         }
+        self.print_memory();
         println!("Round-trip latency, ping-pong between two processes (medians over rounds)");
         println!(
             "{:<20} {:>8} {:>10} {:>10} {:>10} {:>10} {:>12} {:>13}",
@@ -573,4 +631,8 @@ fn svg_chart(
         );
     }
     out + "</svg>\n"
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
 }

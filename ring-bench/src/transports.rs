@@ -165,6 +165,24 @@ pub(crate) fn verify(msg: &[u8], seq: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// The segment a shmring row uses for `size`-byte messages, in bytes.
+pub(crate) fn segment_bytes(t: Transport, size: usize) -> Option<usize> {
+    let kind = match t {
+        Transport::ShmringMpmc => shmring::Kind::Mpmc,
+        Transport::ShmringSpsc | Transport::ShmringSpscZc | Transport::ShmringSpscBatch => {
+            shmring::Kind::Spsc
+        }
+        _ => return None,
+    };
+    let slot = tuning().slot_size.unwrap_or(size).max(size);
+    Ring::builder()
+        .kind(kind)
+        .capacity(capacity_for(slot))
+        .slot_size(slot)
+        .segment_size()
+        .ok()
+}
+
 /// Slots for a ring carrying `size`-byte messages: about 4 MiB of payload, 8 to 4096 slots.
 fn capacity_for(size: usize) -> u64 {
     ((4 << 20) / size.max(1))
