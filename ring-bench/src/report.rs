@@ -545,7 +545,7 @@ fn svg_chart(
         "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
         "#bcbd22", "#17becf", "#393b79", "#637939",
     ];
-    let (w, h, left, right, top, bottom) = (960.0, 540.0, 90.0, 220.0, 50.0, 60.0);
+    let (w, h, left, right, top, bottom) = (960.0, 540.0, 110.0, 220.0, 50.0, 60.0);
     let mut sizes: Vec<usize> = series
         .iter()
         .flat_map(|(_, p)| p.iter().map(|x| x.0))
@@ -601,7 +601,7 @@ fn svg_chart(
         );
     }
     out += &format!(
-        "<text x='{:.1}' y='{}' text-anchor='middle'>message size</text><text transform='translate(18,{:.1}) rotate(-90)' text-anchor='middle'>{y_label} (log scale)</text>\n",
+        "<text x='{:.1}' y='{}' text-anchor='middle'>message size</text><text transform='translate(14,{:.1}) rotate(-90)' text-anchor='middle'>{y_label} (log scale)</text>\n",
         left + pw / 2.0,
         h - 15.0,
         top + ph / 2.0
