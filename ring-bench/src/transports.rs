@@ -342,15 +342,18 @@ fn shm_throughput(t: Transport, size: usize, window: Duration) -> Result<f64, St
         }
         if t == Transport::ShmringSpscBatch {
             let mut tx = ring.spsc_producer().map_err(|e| e.to_string())?;
-            let mut batch: Vec<Buf> = (0..BATCH).map(|_| Buf::new(size)).collect();
+            // One contiguous buffer: BATCH page-aligned buffers would alias each other in the
+            // cache and the TLB.
+            let mut batch = Buf::new(BATCH * size);
             while running() {
-                for (i, m) in batch.iter_mut().enumerate() {
+                for (i, m) in batch.chunks_mut(size).enumerate() {
                     stamp(m, seq + i as u64);
                 }
+                let msgs: Vec<&[u8]> = batch.chunks(size).collect();
                 let mut sent = 0;
-                while sent < batch.len() {
+                while sent < msgs.len() {
                     sent += tx
-                        .try_send_batch(&batch[sent..])
+                        .try_send_batch(&msgs[sent..])
                         .map_err(|e| e.to_string())?;
                     if !running() {
                         return Ok(());

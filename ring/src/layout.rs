@@ -711,7 +711,10 @@ mod tests {
             // SAFETY: both buffers hold at least `len` bytes and do not overlap.
             unsafe { copy(src.as_ptr(), dst.as_mut_ptr(), len) };
             assert_eq!(&dst[..len], &src[..len], "len {len}");
-            assert!(dst[len..].iter().all(|&b| b == 0), "len {len} wrote past the end");
+            assert!(
+                dst[len..].iter().all(|&b| b == 0),
+                "len {len} wrote past the end"
+            );
         }
     }
 
