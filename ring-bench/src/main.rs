@@ -7,6 +7,8 @@
 //! round's `raw-spin` for latency) and the table reports their median, with min–max of the raw
 //! figures.
 
+#[cfg(feature = "iceoryx2")]
+mod ice;
 mod inproc;
 mod proc;
 mod report;

@@ -74,6 +74,9 @@ pub(crate) enum Transport {
     Rtrb,
     /// Reference, in-process: crossbeam `ArrayQueue` between two threads (8 B, 64 B, 1 KiB).
     CrossbeamArrayqueue,
+    /// iceoryx2 publish-subscribe between two processes (8 B, 64 B, 1 KiB; needs the
+    /// `iceoryx2` feature).
+    Iceoryx2,
     /// Reference: one atomic word bounced between the processes (latency only).
     RawSpin,
     /// Reference: one-thread memcpy bandwidth (throughput only).
@@ -94,6 +97,7 @@ impl Transport {
             Transport::PosixMq => "posix-mq",
             Transport::Rtrb => "rtrb",
             Transport::CrossbeamArrayqueue => "crossbeam-arrayqueue",
+            Transport::Iceoryx2 => "iceoryx2",
             Transport::RawSpin => "raw-spin",
             Transport::Memcpy => "memcpy",
         }
@@ -163,6 +167,30 @@ pub(crate) fn verify(msg: &[u8], seq: u64) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(feature = "iceoryx2")]
+fn iceoryx2_throughput(size: usize, window: Duration) -> Result<f64, BenchError> {
+    crate::ice::throughput(size, window)
+}
+
+#[cfg(not(feature = "iceoryx2"))]
+fn iceoryx2_throughput(_: usize, _: Duration) -> Result<f64, BenchError> {
+    Err(BenchError::Skip(
+        "built without the iceoryx2 feature".into(),
+    ))
+}
+
+#[cfg(feature = "iceoryx2")]
+fn iceoryx2_latency(size: usize, iters: usize) -> Result<Vec<u64>, BenchError> {
+    crate::ice::latency(size, iters)
+}
+
+#[cfg(not(feature = "iceoryx2"))]
+fn iceoryx2_latency(_: usize, _: usize) -> Result<Vec<u64>, BenchError> {
+    Err(BenchError::Skip(
+        "built without the iceoryx2 feature".into(),
+    ))
 }
 
 /// The segment a shmring row uses for `size`-byte messages, in bytes.
@@ -290,6 +318,7 @@ pub(crate) fn throughput(t: Transport, size: usize, window: Duration) -> Result<
             }
         }
         Transport::RawSpin => Err(BenchError::Skip("latency only".into())),
+        Transport::Iceoryx2 => iceoryx2_throughput(size, window),
         _ => chan_throughput(t, size, window),
     }
 }
@@ -614,6 +643,7 @@ pub(crate) fn latency(t: Transport, size: usize, iters: usize) -> Result<Vec<u64
     match t {
         Transport::RawSpin => Ok(raw_spin(iters, warmup)?),
         Transport::ShmringSpsc | Transport::ShmringMpmc => Ok(shm_latency(t, size, iters, warmup)?),
+        Transport::Iceoryx2 => iceoryx2_latency(size, iters),
         _ if t.latency() => chan_latency(t, size, iters, warmup),
         _ => Err(BenchError::Skip("throughput only".into())),
     }
