@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use iceoryx2::prelude::*;
 
 use crate::proc::{self, ControlMap};
-use crate::transports::{BenchError, child_cpu, stamp, verify};
+use crate::transports::{BenchError, Window, child_cpu, stamp, verify};
 
 const CHILD_LIMIT: Duration = Duration::from_secs(60);
 
@@ -95,22 +95,15 @@ fn tput<const N: usize>(window: Duration) -> Result<f64, String> {
     });
     let result = (|| -> Result<f64, String> {
         let mut seq = 0u64;
-        let mut start: Option<(Instant, u64)> = None;
+        let mut meter = Window::new(window, 64);
         let deadline = Instant::now() + window + Duration::from_secs(10);
         loop {
             match sub.receive().map_err(err)? {
                 Some(sample) => {
                     verify(sample.payload(), seq)?;
                     seq += 1;
-                    match start {
-                        None => start = Some((Instant::now(), seq)),
-                        Some((t0, s0)) if seq.is_multiple_of(64) => {
-                            let el = t0.elapsed();
-                            if el >= window {
-                                return Ok((seq - s0) as f64 / el.as_secs_f64());
-                            }
-                        }
-                        _ => {}
+                    if let Some(rate) = meter.tick(seq) {
+                        return Ok(rate);
                     }
                 }
                 None if Instant::now() > deadline => return Err("iceoryx2: no progress".into()),

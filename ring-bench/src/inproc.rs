@@ -87,22 +87,15 @@ fn consume<const N: usize>(
     mut pop: impl FnMut() -> Option<[u8; N]>,
 ) -> Result<f64, String> {
     let mut seq = 0u64;
-    let mut start: Option<(Instant, u64)> = None;
+    let mut meter = crate::transports::Window::new(window, 64);
     let deadline = Instant::now() + window + Duration::from_secs(10);
     loop {
         match pop() {
             Some(m) => {
                 crate::transports::verify(&m, seq)?;
                 seq += 1;
-                match start {
-                    None => start = Some((Instant::now(), seq)),
-                    Some((t0, s0)) if seq.is_multiple_of(64) => {
-                        let el = t0.elapsed();
-                        if el >= window {
-                            return Ok((seq - s0) as f64 / el.as_secs_f64());
-                        }
-                    }
-                    _ => {}
+                if let Some(rate) = meter.tick(seq) {
+                    return Ok(rate);
                 }
             }
             None if Instant::now() > deadline => return Err("no progress".into()),

@@ -194,66 +194,54 @@ impl Results {
     /// Writes `throughput.svg` and `latency.svg` into `dir`; returns their paths.
     pub(crate) fn plot(&self, dir: &std::path::Path) -> std::io::Result<Vec<String>> {
         std::fs::create_dir_all(dir)?;
-        let mut files = Vec::new();
-        let tput: Vec<(&'static str, Vec<(usize, f64)>)> = self
-            .order
-            .iter()
-            .filter_map(|t| {
-                let pts: Vec<(usize, f64)> = self
-                    .tput
-                    .iter()
-                    .filter(|((_, n), _)| *n == t.name())
-                    .map(|((s, _), per)| {
-                        (
-                            *s,
-                            summary(&per.values().copied().collect::<Vec<_>>()).0 * *s as f64,
-                        )
-                    })
-                    .collect();
-                (!pts.is_empty()).then_some((t.name(), pts))
-            })
-            .collect();
-        let path = dir.join("throughput.svg");
-        std::fs::write(
-            &path,
-            svg_chart(
+        let tput = self.series(&self.tput, |size, per| {
+            summary(&per.values().copied().collect::<Vec<_>>()).0 * size as f64
+        });
+        let lat = self.series(&self.lat, |_, per| {
+            summary(&per.values().map(|p| p.p50).collect::<Vec<_>>()).0
+        });
+        let charts = [
+            (
+                "throughput.svg",
                 "Throughput between two processes (median)",
                 "bytes/s",
-                &tput,
-                bytes_per_s,
+                tput,
+                bytes_per_s as fn(f64) -> String,
             ),
-        )?;
-        files.push(path.display().to_string());
-        let lat: Vec<(&'static str, Vec<(usize, f64)>)> = self
-            .order
+            (
+                "latency.svg",
+                "Round-trip latency p50 (median over rounds)",
+                "round trip",
+                lat,
+                ns,
+            ),
+        ];
+        let mut files = Vec::new();
+        for (file, title, y_label, series, fmt) in charts {
+            let path = dir.join(file);
+            std::fs::write(&path, svg_chart(title, y_label, &series, fmt))?;
+            files.push(path.display().to_string());
+        }
+        Ok(files)
+    }
+
+    /// One (size, value) line per transport, in the order transports were measured.
+    fn series<V>(
+        &self,
+        figures: &BTreeMap<Key, BTreeMap<usize, V>>,
+        value: impl Fn(usize, &BTreeMap<usize, V>) -> f64,
+    ) -> Vec<(&'static str, Vec<(usize, f64)>)> {
+        self.order
             .iter()
             .filter_map(|t| {
-                let pts: Vec<(usize, f64)> = self
-                    .lat
+                let pts: Vec<(usize, f64)> = figures
                     .iter()
                     .filter(|((_, n), _)| *n == t.name())
-                    .map(|((s, _), per)| {
-                        (
-                            *s,
-                            summary(&per.values().map(|p| p.p50).collect::<Vec<_>>()).0,
-                        )
-                    })
+                    .map(|((s, _), per)| (*s, value(*s, per)))
                     .collect();
                 (!pts.is_empty()).then_some((t.name(), pts))
             })
-            .collect();
-        let path = dir.join("latency.svg");
-        std::fs::write(
-            &path,
-            svg_chart(
-                "Round-trip latency p50 (median over rounds)",
-                "round trip",
-                &lat,
-                ns,
-            ),
-        )?;
-        files.push(path.display().to_string());
-        Ok(files)
+            .collect()
     }
 
     fn rounds(&self) -> usize {

@@ -143,6 +143,45 @@ impl From<String> for BenchError {
     }
 }
 
+/// The measuring window of one throughput figure: it opens at the first message received and
+/// closes at the first check after `len` has passed; the clock is read every `every` messages.
+pub(crate) struct Window {
+    len: Duration,
+    every: u64,
+    start: Option<(Instant, u64)>,
+    next_check: u64,
+}
+
+impl Window {
+    pub(crate) fn new(len: Duration, every: u64) -> Window {
+        Window {
+            len,
+            every,
+            start: None,
+            next_check: 0,
+        }
+    }
+
+    /// Notes that `received` messages have arrived so far; once the window has passed, the
+    /// rate (messages per second) over it.
+    #[inline]
+    pub(crate) fn tick(&mut self, received: u64) -> Option<f64> {
+        match self.start {
+            None => {
+                self.start = Some((Instant::now(), received));
+                self.next_check = received + self.every;
+                None
+            }
+            Some((t0, s0)) if received >= self.next_check => {
+                self.next_check = received + self.every;
+                let el = t0.elapsed();
+                (el >= self.len).then(|| (received - s0) as f64 / el.as_secs_f64())
+            }
+            Some(_) => None,
+        }
+    }
+}
+
 /// Stamps message `seq` into `msg`.
 #[inline]
 pub(crate) fn stamp(msg: &mut [u8], seq: u64) {
@@ -411,22 +450,13 @@ fn shm_throughput(t: Transport, size: usize, window: Duration) -> Result<f64, St
     let result = (|| -> Result<_, String> {
         let mut buf = Buf::new(size);
         let mut seq = 0u64;
-        let mut start = None;
+        let mut meter = Window::new(window, 64);
         let deadline = Instant::now() + window + Duration::from_secs(10);
         let mut rx = ShmRx::attach(t, &ring)?;
-        let mut next_check = 0;
         loop {
             if rx.poll(&mut buf, &mut seq)? {
-                match start {
-                    None => start = Some((Instant::now(), seq)),
-                    Some((t0, s0)) if seq >= next_check => {
-                        next_check = seq + 64;
-                        let el = t0.elapsed();
-                        if el >= window {
-                            return Ok((seq - s0) as f64 / el.as_secs_f64());
-                        }
-                    }
-                    _ => {}
+                if let Some(rate) = meter.tick(seq) {
+                    return Ok(rate);
                 }
             } else if Instant::now() > deadline {
                 return Err(format!("{}: no progress", t.name()));
@@ -435,8 +465,7 @@ fn shm_throughput(t: Transport, size: usize, window: Duration) -> Result<f64, St
     })();
     ctl.get().stop.store(1, Ordering::Relaxed);
     let reaped = proc::reap(child, CHILD_LIMIT);
-    drop(ring);
-    let _ = name;
+    drop(ring); // removes the segment (this process created it)
     let rate = result?;
     reaped?;
     Ok(rate)
@@ -605,23 +634,15 @@ fn chan_throughput(t: Transport, size: usize, window: Duration) -> Result<f64, B
     });
     let result = (|| -> Result<_, String> {
         let mut buf = Buf::new(size);
-        let mut seq = 0u64;
-        rx.recv(&mut buf)?;
-        verify(&buf, seq)?;
-        seq += 1;
-        let t0 = Instant::now();
-        let s0 = seq;
-        loop {
+        let mut meter = Window::new(window, 16);
+        for seq in 0.. {
             rx.recv(&mut buf)?;
             verify(&buf, seq)?;
-            seq += 1;
-            if seq.is_multiple_of(16) {
-                let el = t0.elapsed();
-                if el >= window {
-                    return Ok((seq - s0) as f64 / el.as_secs_f64());
-                }
+            if let Some(rate) = meter.tick(seq + 1) {
+                return Ok(rate);
             }
         }
+        unreachable!("the window closes long before 2^64 messages")
     })();
     stop.store(1, Ordering::Relaxed);
     rx.drain(size);

@@ -72,8 +72,8 @@ pub struct Consumer {
     reg: Registration,
 }
 
-endpoint_common!(Producer, Role::Producer);
-endpoint_common!(Consumer, Role::Consumer);
+endpoint_common!(Producer);
+endpoint_common!(Consumer);
 
 impl Producer {
     pub(crate) fn attach(shared: Arc<Shared>) -> Result<Producer, AttachError> {

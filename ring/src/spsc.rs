@@ -82,7 +82,7 @@ fn load_cursors(mem: &RingMem) -> Result<(u64, u64), Corruption> {
 }
 
 macro_rules! endpoint_common {
-    ($t:ty, $role:expr) => {
+    ($t:ty) => {
         impl $t {
             /// Number of slots in the ring.
             pub fn capacity(&self) -> u64 {
@@ -109,8 +109,8 @@ macro_rules! endpoint_common {
 }
 pub(crate) use endpoint_common;
 
-endpoint_common!(Producer, Role::Producer);
-endpoint_common!(Consumer, Role::Consumer);
+endpoint_common!(Producer);
+endpoint_common!(Consumer);
 
 impl Producer {
     pub(crate) fn attach(shared: Arc<Shared>) -> Result<Producer, AttachError> {
