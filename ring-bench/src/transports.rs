@@ -792,14 +792,16 @@ impl ShmRx {
             ShmRx::Batch(rx) => {
                 let mut bad = Ok(());
                 let mut next = s;
-                let n = rx
-                    .try_recv_batch(BATCH * 2, |m| {
-                        if bad.is_ok() {
-                            bad = verify(m, next);
-                        }
-                        next += 1;
-                    })
-                    .map_err(|e| e.to_string())?;
+                let n = match rx.try_recv_batch(BATCH * 2, |m| {
+                    if bad.is_ok() {
+                        bad = verify(m, next);
+                    }
+                    next += 1;
+                }) {
+                    // The producer finished and left: the caller's count decides.
+                    Err(TryRecvError::Disconnected) => 0,
+                    r => r.map_err(|e| e.to_string())?,
+                };
                 bad?;
                 *seq += n as u64;
                 return Ok(n > 0);
@@ -814,7 +816,8 @@ impl ShmRx {
                 *seq += 1;
                 Ok(true)
             }
-            Err(TryRecvError::Empty) => Ok(false),
+            // Disconnected: the producer finished and left; the caller's count decides.
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => Ok(false),
             Err(e) => Err(e.to_string()),
         }
     }

@@ -22,8 +22,9 @@
 //! attach its own endpoints before it `exec`s or `_exit`s.
 
 use crate::error::{AttachError, Role};
-use crate::layout::{Header, MAX_ENDPOINTS};
+use crate::layout::{Header, MAX_ENDPOINTS, RingMem};
 use crate::sync::Ordering;
+use crate::wait;
 
 const ROLE_SHIFT: u32 = 32;
 const START_SHIFT: u32 = 34;
@@ -210,12 +211,51 @@ pub(crate) struct Registration {
     word: u64,
 }
 
+/// The `seen` bit of a role in the wait line.
+fn seen_bit(role: Role) -> u32 {
+    match role {
+        Role::Producer => 1,
+        Role::Consumer => 2,
+    }
+}
+
+/// Tells the other endpoints that the registry changed: bumps the generation (which voids
+/// cached liveness verdicts) and wakes every waiter so it looks again.
+fn announce(mem: &RingMem) {
+    // Relaxed: the generation only says "look again"; what a peer acts on is the attached
+    // count (Release/Acquire) and the entries themselves.
+    mem.registry_gen().fetch_add(1, Ordering::Relaxed);
+    wait::wake_all(mem);
+}
+
 /// Claims a registry entry for this process in `role`.
 pub(crate) fn register(
-    header: &Header,
+    mem: &RingMem,
     role: Role,
     placement: Placement,
 ) -> Result<Registration, AttachError> {
+    let (reg, replaced) = claim_entry(mem.header(), role, placement)?;
+    // Relaxed (all three): counts and bits are only compared with zero; a peer that acts on
+    // them synchronises through the entries or through a later Release decrement.
+    if let Some(dead) = EndpointWord(replaced).role().filter(|_| replaced != 0) {
+        // The entry's dead holder never detached: its count goes with it.
+        mem.attached(dead).fetch_sub(1, Ordering::Relaxed);
+    }
+    mem.attached(role).fetch_add(1, Ordering::Relaxed);
+    mem.header()
+        .wait
+        .seen
+        .fetch_or(seen_bit(role), Ordering::Relaxed);
+    announce(mem);
+    Ok(reg)
+}
+
+/// Claims an entry; returns the registration and the word it replaced (0 if it was free).
+fn claim_entry(
+    header: &Header,
+    role: Role,
+    placement: Placement,
+) -> Result<(Registration, u64), AttachError> {
     let me = EndpointWord::current(role).0;
     let try_claim = |entry: usize, expected: u64| {
         // AcqRel on success: Acquire pairs with the Release in `deregister` (or the dead owner's
@@ -239,7 +279,7 @@ pub(crate) fn register(
                     });
                 }
                 if try_claim(entry, cur) {
-                    return Ok(Registration { entry, word: me });
+                    return Ok((Registration { entry, word: me }, cur));
                 }
             }
             Err(AttachError::RoleTaken { role, pid: 0 })
@@ -248,13 +288,13 @@ pub(crate) fn register(
             for entry in 0..MAX_ENDPOINTS {
                 if header.endpoints[entry].owner.load(Ordering::Relaxed) == 0 && try_claim(entry, 0)
                 {
-                    return Ok(Registration { entry, word: me });
+                    return Ok((Registration { entry, word: me }, 0));
                 }
             }
             for entry in 0..MAX_ENDPOINTS {
                 let cur = header.endpoints[entry].owner.load(Ordering::Acquire);
                 if cur != 0 && !EndpointWord(cur).is_alive() && try_claim(entry, cur) {
-                    return Ok(Registration { entry, word: me });
+                    return Ok((Registration { entry, word: me }, cur));
                 }
             }
             Err(AttachError::RegistryFull { max: MAX_ENDPOINTS })
@@ -262,15 +302,95 @@ pub(crate) fn register(
     }
 }
 
-/// Frees the entry, unless someone took it over (believing us dead).
-pub(crate) fn deregister(header: &Header, reg: &Registration) {
+/// Frees the entry, unless someone took it over (believing us dead), and tells the peers.
+pub(crate) fn deregister(mem: &RingMem, reg: &Registration) {
     // Release: pairs with the Acquire of the next registrant, publishing our last cursor writes.
-    let _ = header.endpoints[reg.entry].owner.compare_exchange(
-        reg.word,
-        0,
-        Ordering::Release,
-        Ordering::Relaxed,
-    );
+    let still_ours = mem.header().endpoints[reg.entry]
+        .owner
+        .compare_exchange(reg.word, 0, Ordering::Release, Ordering::Relaxed)
+        .is_ok();
+    // (If not, whoever took the entry over also took our count.)
+    if let Some(role) = EndpointWord(reg.word).role().filter(|_| still_ours) {
+        // Release: pairs with the Acquire load in `Peers::gone`: a peer that reads the count
+        // that reaches 0 sees every message we published and every slot we released.
+        mem.attached(role).fetch_sub(1, Ordering::Release);
+    }
+    announce(mem);
+}
+
+/// Whether an endpoint's peers (the other role) are gone, asked on the message path whenever
+/// the ring looks full (producers) or empty (consumers).
+///
+/// "Gone" means a peer attached at some point (the sticky `seen` bit) and none is here now:
+/// either the attached count of the peer role is 0 (they all detached; one load of a rarely
+/// written word to find out), or the last liveness check found no live process behind the
+/// peer entries (they were killed) and the registry has not changed since. A ring whose peer
+/// has not arrived yet is not disconnected.
+#[derive(Debug)]
+pub(crate) struct Peers {
+    role: Role,
+    /// The registry generation when `dead` was decided.
+    generation: u32,
+    /// The last liveness check found every peer entry's process dead.
+    dead: bool,
+}
+
+impl Peers {
+    /// Peers of role `role` (the opposite of the endpoint's own).
+    pub(crate) fn new(mem: &RingMem, role: Role) -> Peers {
+        Peers {
+            role,
+            generation: 0,
+            dead: false,
+        }
+        .checked(mem)
+    }
+
+    fn checked(mut self, mem: &RingMem) -> Peers {
+        self.rescan(mem);
+        self
+    }
+
+    /// Whether the peers are gone (see the type's docs). Cheap unless a liveness verdict is
+    /// cached.
+    #[inline]
+    pub(crate) fn gone(&mut self, mem: &RingMem) -> bool {
+        // Acquire: pairs with the Release decrement in `deregister`: if it reads the 0 left by
+        // the last peer to leave, everything the peers published or released is visible.
+        if mem.attached(self.role).load(Ordering::Acquire) == 0 {
+            return seen(mem.header(), self.role);
+        }
+        // Relaxed: compared only; a change voids the verdict until the next check.
+        self.dead && mem.registry_gen().load(Ordering::Relaxed) == self.generation
+    }
+
+    /// The liveness check: reads every registry entry and checks each peer's process.
+    pub(crate) fn rescan(&mut self, mem: &RingMem) -> bool {
+        // Relaxed: as in `gone`.
+        self.generation = mem.registry_gen().load(Ordering::Relaxed);
+        let header = mem.header();
+        self.dead = seen(header, self.role)
+            && !header.endpoints.iter().any(|entry| {
+                // Acquire: pairs with the registrant's CAS, as in `claim_entry`.
+                let word = EndpointWord(entry.owner.load(Ordering::Acquire));
+                word.0 != 0 && word.role() == Some(self.role) && word.is_alive()
+            });
+        self.gone(mem)
+    }
+
+    /// Every registered peer, with liveness.
+    pub(crate) fn list(&self, header: &Header) -> Vec<EndpointInfo> {
+        endpoints(header)
+            .into_iter()
+            .filter(|e| e.role == Some(self.role))
+            .collect()
+    }
+}
+
+/// Whether a `role` endpoint ever attached.
+fn seen(header: &Header, role: Role) -> bool {
+    // Relaxed: a sticky bit, set before the count it accompanies was first incremented.
+    header.wait.seen.load(Ordering::Relaxed) & seen_bit(role) != 0
 }
 
 /// One attached endpoint, as the registry records it.

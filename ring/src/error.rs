@@ -389,6 +389,9 @@ impl std::error::Error for AttachError {}
 pub enum TrySendError<T> {
     /// The ring is full.
     Full(T),
+    /// The ring is full and every consumer that attached is gone (detached, or its process
+    /// died). A consumer that attaches later would receive what the ring holds.
+    Disconnected(T),
     /// The message is larger than a slot.
     TooLarge {
         /// The message.
@@ -406,7 +409,9 @@ impl<T> TrySendError<T> {
     /// The message that was not sent.
     pub fn into_inner(self) -> T {
         match self {
-            TrySendError::Full(m) | TrySendError::TooLarge { msg: m, .. } => m,
+            TrySendError::Full(m)
+            | TrySendError::Disconnected(m)
+            | TrySendError::TooLarge { msg: m, .. } => m,
             TrySendError::Corrupt(m, _) => m,
         }
     }
@@ -415,12 +420,18 @@ impl<T> TrySendError<T> {
     pub fn is_full(&self) -> bool {
         matches!(self, TrySendError::Full(_))
     }
+
+    /// Whether the consumers are gone.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, TrySendError::Disconnected(_))
+    }
 }
 
 impl<T> fmt::Debug for TrySendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TrySendError::Full(_) => f.write_str("Full(..)"),
+            TrySendError::Disconnected(_) => f.write_str("Disconnected(..)"),
             TrySendError::TooLarge { len, max, .. } => f
                 .debug_struct("TooLarge")
                 .field("len", len)
@@ -435,6 +446,9 @@ impl<T> fmt::Display for TrySendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TrySendError::Full(_) => f.write_str("sending on a full ring"),
+            TrySendError::Disconnected(_) => {
+                f.write_str("sending on a full ring whose consumers are gone")
+            }
             TrySendError::TooLarge { len, max, .. } => write!(
                 f,
                 "message of {len} bytes does not fit a slot of {max} bytes"
@@ -452,6 +466,8 @@ impl<T> std::error::Error for TrySendError<T> {}
 pub enum TryClaimError {
     /// The ring is full.
     Full,
+    /// The ring is full and every consumer that attached is gone.
+    Disconnected,
     /// The shared cursors are corrupt.
     Corrupt(Corruption),
 }
@@ -461,6 +477,7 @@ impl TryClaimError {
     pub(crate) fn with_msg<T>(self, msg: T) -> TrySendError<T> {
         match self {
             TryClaimError::Full => TrySendError::Full(msg),
+            TryClaimError::Disconnected => TrySendError::Disconnected(msg),
             TryClaimError::Corrupt(c) => TrySendError::Corrupt(msg, c),
         }
     }
@@ -470,6 +487,9 @@ impl fmt::Display for TryClaimError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TryClaimError::Full => f.write_str("claiming a slot on a full ring"),
+            TryClaimError::Disconnected => {
+                f.write_str("claiming a slot on a full ring whose consumers are gone")
+            }
             TryClaimError::Corrupt(c) => c.fmt(f),
         }
     }
@@ -484,6 +504,9 @@ impl std::error::Error for TryClaimError {}
 pub enum TryRecvError {
     /// The ring is empty.
     Empty,
+    /// The ring is empty and every producer that attached is gone (detached, or its process
+    /// died): nothing more will arrive unless a new producer attaches.
+    Disconnected,
     /// The next message is longer than the buffer; it stays in the ring.
     BufferTooSmall {
         /// The message's length.
@@ -507,6 +530,9 @@ impl fmt::Display for TryRecvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TryRecvError::Empty => f.write_str("receiving on an empty ring"),
+            TryRecvError::Disconnected => {
+                f.write_str("receiving on an empty ring whose producers are gone")
+            }
             TryRecvError::BufferTooSmall { needed, available } => write!(
                 f,
                 "the next message has {needed} bytes, the buffer holds {available}; it stays in the ring"
@@ -542,3 +568,205 @@ impl fmt::Display for CommitError {
 }
 
 impl std::error::Error for CommitError {}
+
+/// Why a blocking send did not send. The message is handed back.
+#[derive(PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError<T> {
+    /// The ring stayed full until the timeout.
+    Timeout(T),
+    /// The ring is full and every consumer that attached is gone (detached, or its process
+    /// died, as found by the liveness check).
+    Disconnected(T),
+    /// The message is larger than a slot.
+    TooLarge {
+        /// The message.
+        msg: T,
+        /// Its length in bytes.
+        len: usize,
+        /// The slot size.
+        max: usize,
+    },
+    /// The shared cursors are corrupt.
+    Corrupt(T, Corruption),
+}
+
+impl<T> SendError<T> {
+    /// The message that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            SendError::Timeout(m)
+            | SendError::Disconnected(m)
+            | SendError::TooLarge { msg: m, .. }
+            | SendError::Corrupt(m, _) => m,
+        }
+    }
+
+    /// Whether the consumers are gone.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, SendError::Disconnected(_))
+    }
+
+    /// Whether the call timed out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, SendError::Timeout(_))
+    }
+
+    /// The blocking form of a non-blocking outcome; `Full` only ever arrives at a deadline.
+    pub(crate) fn from_try(e: TrySendError<T>) -> SendError<T> {
+        match e {
+            TrySendError::Full(m) => SendError::Timeout(m),
+            TrySendError::Disconnected(m) => SendError::Disconnected(m),
+            TrySendError::TooLarge { msg, len, max } => SendError::TooLarge { msg, len, max },
+            TrySendError::Corrupt(m, c) => SendError::Corrupt(m, c),
+        }
+    }
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Timeout(_) => f.write_str("Timeout(..)"),
+            SendError::Disconnected(_) => f.write_str("Disconnected(..)"),
+            SendError::TooLarge { len, max, .. } => f
+                .debug_struct("TooLarge")
+                .field("len", len)
+                .field("max", max)
+                .finish_non_exhaustive(),
+            SendError::Corrupt(_, c) => f.debug_tuple("Corrupt").field(c).finish(),
+        }
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Timeout(_) => f.write_str("timed out sending on a full ring"),
+            SendError::Disconnected(_) => {
+                f.write_str("sending on a full ring whose consumers are gone")
+            }
+            SendError::TooLarge { len, max, .. } => write!(
+                f,
+                "message of {len} bytes does not fit a slot of {max} bytes"
+            ),
+            SendError::Corrupt(_, c) => c.fmt(f),
+        }
+    }
+}
+
+impl<T> std::error::Error for SendError<T> {}
+
+/// Why a blocking claim got no slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClaimError {
+    /// The ring stayed full until the timeout.
+    Timeout,
+    /// The ring is full and every consumer that attached is gone.
+    Disconnected,
+    /// The shared cursors are corrupt.
+    Corrupt(Corruption),
+}
+
+impl ClaimError {
+    pub(crate) fn from_try(e: TryClaimError) -> ClaimError {
+        match e {
+            TryClaimError::Full => ClaimError::Timeout,
+            TryClaimError::Disconnected => ClaimError::Disconnected,
+            TryClaimError::Corrupt(c) => ClaimError::Corrupt(c),
+        }
+    }
+}
+
+impl fmt::Display for ClaimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClaimError::Timeout => f.write_str("timed out claiming a slot on a full ring"),
+            ClaimError::Disconnected => {
+                f.write_str("claiming a slot on a full ring whose consumers are gone")
+            }
+            ClaimError::Corrupt(c) => c.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ClaimError {}
+
+/// Why a blocking receive got no message. As for [`TryRecvError`], a message that does not
+/// fit stays in the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// The ring stayed empty until the timeout.
+    Timeout,
+    /// The ring is empty and every producer that attached is gone (detached, or its process
+    /// died, as found by the liveness check).
+    Disconnected,
+    /// The next message is longer than the buffer; it stays in the ring.
+    BufferTooSmall {
+        /// The message's length.
+        needed: usize,
+        /// The buffer's length.
+        available: usize,
+    },
+    /// A typed receive found a message of another size; it stays in the ring.
+    SizeMismatch {
+        /// `size_of` the type asked for.
+        expected: usize,
+        /// The message's length.
+        found: usize,
+    },
+    /// The shared memory is corrupt (see [`TryRecvError::Corrupt`]).
+    Corrupt(Corruption),
+}
+
+impl RecvError {
+    /// Whether the producers are gone.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, RecvError::Disconnected)
+    }
+
+    /// Whether the call timed out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, RecvError::Timeout)
+    }
+
+    /// The blocking form of a non-blocking outcome; `Empty` only ever arrives at a deadline.
+    pub(crate) fn from_try(e: TryRecvError) -> RecvError {
+        match e {
+            TryRecvError::Empty => RecvError::Timeout,
+            TryRecvError::Disconnected => RecvError::Disconnected,
+            TryRecvError::BufferTooSmall { needed, available } => {
+                RecvError::BufferTooSmall { needed, available }
+            }
+            TryRecvError::SizeMismatch { expected, found } => {
+                RecvError::SizeMismatch { expected, found }
+            }
+            TryRecvError::Corrupt(c) => RecvError::Corrupt(c),
+        }
+    }
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecvError::Timeout => f.write_str("timed out receiving on an empty ring"),
+            RecvError::Disconnected => {
+                f.write_str("receiving on an empty ring whose producers are gone")
+            }
+            RecvError::BufferTooSmall { needed, available } => TryRecvError::BufferTooSmall {
+                needed: *needed,
+                available: *available,
+            }
+            .fmt(f),
+            RecvError::SizeMismatch { expected, found } => TryRecvError::SizeMismatch {
+                expected: *expected,
+                found: *found,
+            }
+            .fmt(f),
+            RecvError::Corrupt(c) => c.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for RecvError {}

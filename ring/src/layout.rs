@@ -6,7 +6,7 @@
 //!      0   128  identity line: magic, ready/version word, kind, capacity, slot geometry, sizes
 //!    128   128  producer cursor line (`head`)
 //!    256   128  consumer cursor line (`tail`)
-//!    384   128  wait line (reserved, zero: futex words for blocking calls)
+//!    384   128  wait line: futex words and sleeper counts for blocking calls, registry generation
 //!    512  7680  endpoint registry: 60 entries of 128 bytes
 //!   8192   ...  capacity × stride bytes of slots
 //! ```
@@ -136,6 +136,38 @@ pub(crate) struct EndpointEntry {
     _reserved: [u8; LINE - 8],
 }
 
+/// A futex word and the count of processes sleeping on it (see `wait`).
+#[repr(C)]
+pub(crate) struct WaitPair {
+    /// Bumped by a waker before `FUTEX_WAKE`; sleepers `FUTEX_WAIT` on the value they loaded.
+    pub(crate) epoch: raw::AtomicU32,
+    /// Endpoints between announcing a sleep and returning from it. Wakers make a system call
+    /// only when this is non-zero.
+    pub(crate) sleepers: raw::AtomicU32,
+}
+
+/// Line 3: what blocking calls and disconnect detection share. Written only when an endpoint
+/// sleeps, wakes, attaches or detaches: the message path only reads it.
+#[repr(C, align(128))]
+pub(crate) struct WaitLine {
+    /// Consumers sleep here for messages; producers wake them after publishing.
+    pub(crate) data: WaitPair,
+    /// Bumped whenever a registry entry changes hands, so endpoints re-scan the registry only
+    /// when it changed.
+    pub(crate) registry_gen: raw::AtomicU32,
+    /// Sticky bits: 1 once a producer has attached, 2 once a consumer has. "Disconnected" means
+    /// a peer was here and is gone, never "not yet arrived".
+    pub(crate) seen: raw::AtomicU32,
+    /// Registry entries held by producers and by consumers (`[producers, consumers]`). A
+    /// process killed without detaching leaves its count behind; the liveness check covers
+    /// that. Read as "zero or not" only, so a forged value can only delay disconnect detection.
+    pub(crate) attached: [raw::AtomicU32; 2],
+    _pad0: [u8; 64 - 24],
+    /// Producers sleep here for free slots; consumers wake them after releasing.
+    pub(crate) space: WaitPair,
+    _pad1: [u8; 64 - 8],
+}
+
 /// The whole header, exactly [`HEADER_SIZE`] bytes.
 #[repr(C, align(128))]
 pub(crate) struct Header {
@@ -146,8 +178,8 @@ pub(crate) struct Header {
     /// Consumer cursor: messages ever claimed (MPMC) or released (SPSC). Monotonic `u64`;
     /// written by consumers, read by producers and by `len`.
     pub(crate) tail: CursorLine,
-    /// Reserved for the blocking protocol's futex words; zero.
-    _wait: [u8; LINE],
+    /// Futex words, sleeper counts, the registry generation.
+    pub(crate) wait: WaitLine,
     pub(crate) endpoints: [EndpointEntry; MAX_ENDPOINTS],
     _reserved: [u8; HEADER_SIZE - 4 * LINE - MAX_ENDPOINTS * LINE],
 }
@@ -170,6 +202,13 @@ const _: () = {
     assert!(size_of::<EndpointEntry>() == LINE);
     assert!(offset_of!(Header, head) == 128);
     assert!(offset_of!(Header, tail) == 256);
+    assert!(offset_of!(Header, wait) == 384);
+    assert!(size_of::<WaitLine>() == LINE);
+    assert!(offset_of!(WaitLine, data) == 0);
+    assert!(offset_of!(WaitLine, registry_gen) == 8);
+    assert!(offset_of!(WaitLine, seen) == 12);
+    assert!(offset_of!(WaitLine, attached) == 16);
+    assert!(offset_of!(WaitLine, space) == 64);
     assert!(offset_of!(Header, endpoints) == 512);
     assert!(size_of::<Header>() == HEADER_SIZE);
     assert!(HEADER_SIZE.is_multiple_of(4096));
@@ -412,6 +451,10 @@ struct Shadow {
     seqs: Box<[AtomicU64]>,
     lens: Box<[AtomicU32]>,
     seq32s: Box<[AtomicU32]>,
+    data: crate::wait::ShadowPair,
+    space: crate::wait::ShadowPair,
+    registry_gen: AtomicU32,
+    attached: [AtomicU32; 2],
 }
 
 /// A validated ring in memory: the base address plus its geometry, with typed accessors for
@@ -420,6 +463,10 @@ struct Shadow {
 pub(crate) struct RingMem {
     base: NonNull<u8>,
     geo: Geometry,
+    /// This process is a registered target of sleepers' `membarrier` calls, so its wakers'
+    /// light barrier may be a compiler fence (`wait`). Kept here, beside the geometry the hot
+    /// path reads anyway, rather than in a global.
+    pub(crate) asymmetric: bool,
     cells: Cells,
     #[cfg(loom)]
     shadow: Shadow,
@@ -441,6 +488,7 @@ impl RingMem {
         RingMem {
             base,
             geo,
+            asymmetric: crate::wait::register_process(),
             cells: Cells::new(slots),
             #[cfg(loom)]
             shadow: Shadow {
@@ -449,6 +497,10 @@ impl RingMem {
                 seqs: (0..slots as u64).map(AtomicU64::new).collect(),
                 lens: (0..slots).map(|_| AtomicU32::new(0)).collect(),
                 seq32s: (0..slots).map(|_| AtomicU32::new(0)).collect(),
+                data: crate::wait::ShadowPair::new(),
+                space: crate::wait::ShadowPair::new(),
+                registry_gen: AtomicU32::new(0),
+                attached: [AtomicU32::new(0), AtomicU32::new(0)],
             },
         }
     }
@@ -486,6 +538,53 @@ impl RingMem {
         return &self.shadow.tail;
         #[cfg(not(loom))]
         &self.header().tail.value
+    }
+
+    /// The futex word and sleeper count of one side of the wait line.
+    #[inline]
+    pub(crate) fn wait_pair(&self, side: crate::wait::Side) -> crate::wait::Pair<'_> {
+        use crate::wait::Side;
+        #[cfg(loom)]
+        return match side {
+            Side::Data => self.shadow.data.pair(),
+            Side::Space => self.shadow.space.pair(),
+        };
+        #[cfg(not(loom))]
+        {
+            let line = &self.header().wait;
+            let pair = match side {
+                Side::Data => &line.data,
+                Side::Space => &line.space,
+            };
+            crate::wait::Pair {
+                epoch: &pair.epoch,
+                sleepers: &pair.sleepers,
+            }
+        }
+    }
+
+    /// The count of attached endpoints of `role` (`WaitLine::attached`). Its Release decrement
+    /// when an endpoint leaves is what publishes that endpoint's last messages to a peer that
+    /// reads 0 and decides it is gone, so loom models it.
+    #[inline]
+    pub(crate) fn attached(&self, role: crate::error::Role) -> &AtomicU32 {
+        let i = match role {
+            crate::error::Role::Producer => 0,
+            crate::error::Role::Consumer => 1,
+        };
+        #[cfg(loom)]
+        return &self.shadow.attached[i];
+        #[cfg(not(loom))]
+        &self.header().wait.attached[i]
+    }
+
+    /// The registry generation (`WaitLine::registry_gen`): bumped on every registry change.
+    #[inline]
+    pub(crate) fn registry_gen(&self) -> &AtomicU32 {
+        #[cfg(loom)]
+        return &self.shadow.registry_gen;
+        #[cfg(not(loom))]
+        &self.header().wait.registry_gen
     }
 
     /// Start of slot `idx`.

@@ -71,18 +71,21 @@ pub mod spsc;
 
 pub mod mpmc;
 
+mod wait;
+
 mod error;
 mod plain;
 
 pub use endpoint::EndpointInfo;
 pub use error::{
-    AttachError, CommitError, ConfigError, Corruption, OpenError, Role, TryClaimError,
-    TryRecvError, TrySendError,
+    AttachError, ClaimError, CommitError, ConfigError, Corruption, OpenError, RecvError, Role,
+    SendError, TryClaimError, TryRecvError, TrySendError,
 };
 pub use layout::{Kind, LAYOUT_VERSION, MAX_CAPACITY, MAX_SEGMENT_SIZE, MAX_SLOT_SIZE};
 pub use plain::Plain;
 pub use ring::{DEFAULT_INIT_TIMEOUT, Ring, RingBuilder};
 pub use segment::{Backing, Cleanup, SysvKey, remove};
+pub use wait::{FALLBACK_SLICE, WaitOptions};
 
 /// The README's example, compiled and run as a doctest so it cannot drift from the code.
 #[cfg(doctest)]

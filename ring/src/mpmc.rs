@@ -33,16 +33,19 @@
 use core::mem::size_of;
 use core::ops::{Deref, DerefMut};
 use std::sync::Arc;
+use std::time::Instant;
 
-use crate::endpoint::{self, Placement, Registration};
+use crate::endpoint::{self, Peers, Placement, Registration};
 use crate::error::{
-    AttachError, CommitError, Corruption, Role, TryClaimError, TryRecvError, TrySendError,
+    AttachError, ClaimError, CommitError, Corruption, RecvError, Role, TryClaimError, TryRecvError,
+    TrySendError,
 };
 use crate::layout::{RingMem, SKIP};
 use crate::plain::Plain;
 use crate::ring::Shared;
-use crate::spsc::endpoint_common;
+use crate::spsc::{blocking_api, endpoint_common};
 use crate::sync::{AccessToken, Ordering};
+use crate::wait::{self, Side};
 
 /// A sending end of an MPMC ring; any number may attach, from any processes.
 ///
@@ -63,6 +66,8 @@ use crate::sync::{AccessToken, Ordering};
 pub struct Producer {
     shared: Arc<Shared>,
     reg: Registration,
+    /// The consumers, as last seen in the registry.
+    peers: Peers,
 }
 
 /// A receiving end of an MPMC ring; any number may attach, from any processes.
@@ -70,15 +75,64 @@ pub struct Producer {
 pub struct Consumer {
     shared: Arc<Shared>,
     reg: Registration,
+    /// The producers, as last seen in the registry.
+    peers: Peers,
 }
 
 endpoint_common!(Producer);
 endpoint_common!(Consumer);
+blocking_api!(Producer, Consumer);
 
 impl Producer {
     pub(crate) fn attach(shared: Arc<Shared>) -> Result<Producer, AttachError> {
-        let reg = endpoint::register(shared.mem.header(), Role::Producer, Placement::Any)?;
-        Ok(Producer { shared, reg })
+        let reg = endpoint::register(&shared.mem, Role::Producer, Placement::Any)?;
+        let peers = Peers::new(&shared.mem, Role::Consumer);
+        Ok(Producer { shared, reg, peers })
+    }
+
+    /// Claims a slot: `Full`, or `Disconnected` if the consumers are gone too.
+    #[inline]
+    fn claim_slot(&mut self) -> Result<(u64, usize), TryClaimError> {
+        match self.claim_pos() {
+            Err(TryClaimError::Full) => self.full(),
+            other => other,
+        }
+    }
+
+    /// The ring looked full: `Full`, or `Disconnected` if the consumers are gone too.
+    #[cold]
+    #[inline(never)]
+    fn full(&mut self) -> Result<(u64, usize), TryClaimError> {
+        if !self.peers.gone(&self.shared.mem) {
+            return Err(TryClaimError::Full);
+        }
+        // The consumers left; the slots they released before leaving are visible now (the
+        // Acquire in `gone`), so look once more.
+        match self.claim_pos() {
+            Err(TryClaimError::Full) => Err(TryClaimError::Disconnected),
+            other => other,
+        }
+    }
+
+    fn slot(&mut self, pos: u64, idx: usize) -> WriteSlot<'_> {
+        let token = Some(self.mem().cells().write(idx));
+        WriteSlot {
+            producer: self,
+            pos,
+            idx,
+            token,
+        }
+    }
+
+    /// The blocking claim.
+    fn claim_until(&mut self, deadline: Option<Instant>) -> Result<WriteSlot<'_>, ClaimError> {
+        let (pos, idx) = wait::block_on(self, Side::Space, deadline, |p| match p.claim_slot() {
+            Err(TryClaimError::Full) => None,
+            done => Some(done),
+        })
+        .unwrap_or(Err(TryClaimError::Full))
+        .map_err(ClaimError::from_try)?;
+        Ok(self.slot(pos, idx))
     }
 
     /// Claims the next free cursor and its slot.
@@ -96,8 +150,15 @@ impl Producer {
     /// assert_eq!(&*rx.try_read()?, b"hi");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn try_claim(&mut self) -> Result<WriteSlot<'_>, TryClaimError> {
+        let (pos, idx) = self.claim_slot()?;
+        Ok(self.slot(pos, idx))
+    }
+
+    /// Claims the next free cursor: its value and slot index. `Full` or `Corrupt` otherwise.
+    #[inline]
+    fn claim_pos(&self) -> Result<(u64, usize), TryClaimError> {
         let mem = self.mem();
         let geo = mem.geometry();
         let capacity = geo.capacity as i64;
@@ -120,15 +181,7 @@ impl Producer {
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 ) {
-                    Ok(_) => {
-                        let token = Some(mem.cells().write(idx));
-                        return Ok(WriteSlot {
-                            producer: self,
-                            pos,
-                            idx,
-                            token,
-                        });
-                    }
+                    Ok(_) => return Ok((pos, idx)),
                     Err(current) => pos = current,
                 }
             } else if dif < 0 {
@@ -162,7 +215,7 @@ impl Producer {
     /// # Errors
     /// [`TrySendError::Full`], [`TrySendError::TooLarge`], [`TrySendError::Corrupt`]; each
     /// hands `msg` back.
-    #[inline]
+    #[inline(always)]
     pub fn try_send<'m>(&mut self, msg: &'m [u8]) -> Result<(), TrySendError<&'m [u8]>> {
         let max = self.slot_size();
         if msg.len() > max {
@@ -183,7 +236,7 @@ impl Producer {
     ///
     /// # Errors
     /// As [`try_send`](Self::try_send).
-    #[inline]
+    #[inline(always)]
     pub fn try_send_value<T: Plain>(&mut self, value: T) -> Result<(), TrySendError<T>> {
         crate::plain::check_fits(&value, self.slot_size())?;
         let slot = self.try_claim().map_err(|e| e.with_msg(value))?;
@@ -239,6 +292,7 @@ impl WriteSlot<'_> {
         // length are visible to the consumer that sees `pos + 1`.
         mem.seq(self.idx)
             .store(self.pos.wrapping_add(1), Ordering::Release);
+        wait::notify(mem, Side::Data);
     }
 }
 
@@ -269,8 +323,61 @@ impl DerefMut for WriteSlot<'_> {
 
 impl Consumer {
     pub(crate) fn attach(shared: Arc<Shared>) -> Result<Consumer, AttachError> {
-        let reg = endpoint::register(shared.mem.header(), Role::Consumer, Placement::Any)?;
-        Ok(Consumer { shared, reg })
+        let reg = endpoint::register(&shared.mem, Role::Consumer, Placement::Any)?;
+        let peers = Peers::new(&shared.mem, Role::Producer);
+        Ok(Consumer { shared, reg, peers })
+    }
+
+    /// [`claim`](Self::claim), turning `Empty` into `Disconnected` when the producers are gone
+    /// and nothing they sent is left.
+    #[inline]
+    fn claim_checked(
+        &mut self,
+        accept: impl Fn(usize) -> Result<(), TryRecvError>,
+    ) -> Result<(u64, usize, usize), TryRecvError> {
+        match self.claim(&accept) {
+            Err(TryRecvError::Empty) => self.empty(&accept),
+            other => other,
+        }
+    }
+
+    /// The ring looked empty: `Empty`, or `Disconnected` if the producers are gone and nothing
+    /// they sent is left.
+    #[cold]
+    #[inline(never)]
+    fn empty(
+        &mut self,
+        accept: &dyn Fn(usize) -> Result<(), TryRecvError>,
+    ) -> Result<(u64, usize, usize), TryRecvError> {
+        if !self.peers.gone(&self.shared.mem) {
+            return Err(TryRecvError::Empty);
+        }
+        // The producers left; what they published before leaving is visible now (the Acquire
+        // in `gone`), so drain it first.
+        match self.claim(accept) {
+            Err(TryRecvError::Empty) => Err(TryRecvError::Disconnected),
+            other => other,
+        }
+    }
+
+    /// The blocking read.
+    fn read_until(&mut self, deadline: Option<Instant>) -> Result<ReadSlot<'_>, RecvError> {
+        let (pos, idx, len) = wait::block_on(self, Side::Data, deadline, |c| {
+            match c.claim_checked(|_| Ok(())) {
+                Err(TryRecvError::Empty) => None,
+                done => Some(done),
+            }
+        })
+        .unwrap_or(Err(TryRecvError::Empty))
+        .map_err(RecvError::from_try)?;
+        let token = Some(self.mem().cells().read(idx));
+        Ok(ReadSlot {
+            consumer: self,
+            pos,
+            idx,
+            len,
+            token,
+        })
     }
 
     /// Claims the next committed message whose length `accept` approves. Skip markers and
@@ -354,13 +461,14 @@ impl Consumer {
     }
 
     /// Hands slot `idx` (holding cursor `pos`) to the producer of the next lap.
-    #[inline]
+    #[inline(always)]
     fn release(&self, pos: u64, idx: usize) {
         let mem = self.mem();
         // Release: pairs with the Acquire load of `seq` in `Producer::try_claim`: our reads of
         // the slot happen before the next lap's write.
         mem.seq(idx)
             .store(pos.wrapping_add(mem.geometry().capacity), Ordering::Release);
+        wait::notify(mem, Side::Space);
     }
 
     /// Borrows the next message in place (zero-copy); it is released when the [`ReadSlot`]
@@ -368,9 +476,9 @@ impl Consumer {
     ///
     /// # Errors
     /// [`TryRecvError::Empty`] or [`TryRecvError::Corrupt`].
-    #[inline]
+    #[inline(always)]
     pub fn try_read(&mut self) -> Result<ReadSlot<'_>, TryRecvError> {
-        let (pos, idx, len) = self.claim(|_| Ok(()))?;
+        let (pos, idx, len) = self.claim_checked(|_| Ok(()))?;
         let token = Some(self.mem().cells().read(idx));
         Ok(ReadSlot {
             consumer: self,
@@ -386,10 +494,10 @@ impl Consumer {
     /// # Errors
     /// [`TryRecvError::Empty`]; [`TryRecvError::BufferTooSmall`] if the message is longer than
     /// `buf` (it stays in the ring); [`TryRecvError::Corrupt`].
-    #[inline]
+    #[inline(always)]
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
         let available = buf.len();
-        let (pos, idx, len) = self.claim(|needed| {
+        let (pos, idx, len) = self.claim_checked(|needed| {
             if needed > available {
                 Err(TryRecvError::BufferTooSmall { needed, available })
             } else {
@@ -411,9 +519,9 @@ impl Consumer {
     /// # Errors
     /// [`TryRecvError::Empty`]; [`TryRecvError::SizeMismatch`] if the next message is not
     /// `size_of::<T>()` bytes (it stays in the ring); [`TryRecvError::Corrupt`].
-    #[inline]
+    #[inline(always)]
     pub fn try_recv_value<T: Plain>(&mut self) -> Result<T, TryRecvError> {
-        let (pos, idx, _) = self.claim(crate::plain::check_size::<T>)?;
+        let (pos, idx, _) = self.claim_checked(crate::plain::check_size::<T>)?;
         let mem = self.mem();
         let token = mem.cells().read(idx);
         // SAFETY: claimed and unreleased; the message is exactly size_of::<T>() <= slot_size

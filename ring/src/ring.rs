@@ -10,6 +10,7 @@ use crate::error::{AttachError, ConfigError, OpenError, Role};
 use crate::layout::{self, Geometry, HEADER_SIZE, Kind, MAGIC, RingMem};
 use crate::segment::{self, Backing, Cleanup, MapOptions, Segment, SysvKey};
 use crate::sync::Ordering;
+use crate::wait::WaitOptions;
 use crate::{mpmc, spsc};
 
 /// How long an opener waits, by default, for a creator to finish building the header.
@@ -19,6 +20,8 @@ pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) mem: RingMem,
+    /// How this process's blocking calls wait (not shared: each process chooses).
+    pub(crate) wait: WaitOptions,
     backing: Backing,
     created: bool,
     // Dropped last: unmaps (and maybe removes) the memory `mem` points into.
@@ -58,6 +61,7 @@ pub struct RingBuilder {
     opts: MapOptions,
     init_timeout: Duration,
     cleanup: Cleanup,
+    wait: WaitOptions,
 }
 
 impl Default for RingBuilder {
@@ -82,6 +86,7 @@ impl RingBuilder {
             },
             init_timeout: DEFAULT_INIT_TIMEOUT,
             cleanup: Cleanup::Creator,
+            wait: WaitOptions::default(),
         }
     }
 
@@ -176,6 +181,13 @@ impl RingBuilder {
         self
     }
 
+    /// How blocking calls (`send`, `recv`, `claim`, `read` and their `_timeout` forms) of the
+    /// endpoints attached through this handle wait; see [`WaitOptions`].
+    pub fn wait(mut self, options: WaitOptions) -> Self {
+        self.wait = options;
+        self
+    }
+
     /// Who removes a named segment; see [`Cleanup`].
     pub fn cleanup(mut self, cleanup: Cleanup) -> Self {
         self.cleanup = cleanup;
@@ -247,7 +259,7 @@ impl RingBuilder {
         unsafe { layout::init(segment.base(), &geo, creator) };
         // SAFETY: just built for `geo`; `Shared` keeps the segment mapped as long as `mem`.
         let mem = unsafe { RingMem::new(segment.base(), geo) };
-        Ok(Ring::new(mem, backing, true, segment))
+        Ok(Ring::new(mem, self.wait, backing, true, segment))
     }
 
     /// Opens an existing ring, validating its header, waiting up to the init timeout for a
@@ -323,7 +335,7 @@ impl RingBuilder {
         }
         // SAFETY: validated for `geo` within the mapping, which `Shared` keeps alive.
         let mem = unsafe { RingMem::new(base, geo) };
-        Ok(Ring::new(mem, backing, false, segment))
+        Ok(Ring::new(mem, self.wait, backing, false, segment))
     }
 
     /// Creates the ring, or opens it if it exists. Race-free: of any number of processes
@@ -374,10 +386,17 @@ impl fmt::Debug for Ring {
 }
 
 impl Ring {
-    fn new(mem: RingMem, backing: Backing, created: bool, segment: Segment) -> Ring {
+    fn new(
+        mem: RingMem,
+        wait: WaitOptions,
+        backing: Backing,
+        created: bool,
+        segment: Segment,
+    ) -> Ring {
         Ring {
             shared: Arc::new(Shared {
                 mem,
+                wait,
                 backing,
                 created,
                 segment,

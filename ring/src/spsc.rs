@@ -21,15 +21,18 @@
 use core::mem::size_of;
 use core::ops::{Deref, DerefMut};
 use std::sync::Arc;
+use std::time::Instant;
 
-use crate::endpoint::{self, Placement, Registration};
+use crate::endpoint::{self, Peers, Placement, Registration};
 use crate::error::{
-    AttachError, CommitError, Corruption, Role, TryClaimError, TryRecvError, TrySendError,
+    AttachError, ClaimError, CommitError, Corruption, RecvError, Role, TryClaimError, TryRecvError,
+    TrySendError,
 };
 use crate::layout::RingMem;
 use crate::plain::Plain;
 use crate::ring::Shared;
 use crate::sync::{AccessToken, Ordering};
+use crate::wait::{self, Side};
 
 /// The sending end of an SPSC ring. One per ring, across all processes.
 ///
@@ -49,6 +52,8 @@ use crate::sync::{AccessToken, Ordering};
 pub struct Producer {
     shared: Arc<Shared>,
     reg: Registration,
+    /// The consumer, as last seen in the registry.
+    peers: Peers,
     /// Next cursor to publish. Only this producer stores `head`, so the local copy is exact.
     head: u64,
     /// The consumer cursor as last loaded; reloaded when the ring looks full.
@@ -60,6 +65,8 @@ pub struct Producer {
 pub struct Consumer {
     shared: Arc<Shared>,
     reg: Registration,
+    /// The producer, as last seen in the registry.
+    peers: Peers,
     /// Next cursor to read. Only this consumer stores `tail`, so the local copy is exact.
     tail: u64,
 }
@@ -94,27 +101,181 @@ macro_rules! endpoint_common {
                 self.shared.mem.geometry().slot_size
             }
 
+            /// Whether a peer (an endpoint of the other role) is attached and its process
+            /// alive. Reads the registry and checks each peer's process now.
+            pub fn is_peer_alive(&self) -> bool {
+                self.peers
+                    .list(self.shared.mem.header())
+                    .iter()
+                    .any(|p| p.alive)
+            }
+
+            /// The peers (endpoints of the other role) in the registry, with liveness.
+            pub fn peers(&self) -> Vec<$crate::EndpointInfo> {
+                self.peers.list(self.shared.mem.header())
+            }
+
             #[inline(always)]
             fn mem(&self) -> &RingMem {
                 &self.shared.mem
             }
         }
 
+        impl $crate::wait::Endpoint for $t {
+            fn shared(&self) -> &Arc<Shared> {
+                &self.shared
+            }
+
+            fn check_peers(&mut self) {
+                self.peers.rescan(&self.shared.mem);
+            }
+        }
+
         impl Drop for $t {
             fn drop(&mut self) {
-                endpoint::deregister(self.shared.mem.header(), &self.reg);
+                endpoint::deregister(&self.shared.mem, &self.reg);
             }
         }
     };
 }
 pub(crate) use endpoint_common;
 
+/// The blocking calls, built on the non-blocking ones the same way for both algorithms. Each
+/// type provides `claim_until` and `read_until`.
+macro_rules! blocking_api {
+    ($producer:ty, $consumer:ty) => {
+        impl $producer {
+            /// Copies `msg` into the ring, waiting while it is full (see
+            /// [`WaitOptions`](crate::WaitOptions)).
+            ///
+            /// # Errors
+            /// [`SendError::Disconnected`](crate::SendError::Disconnected) once every consumer
+            /// that attached is gone (detached, or found dead by the liveness check) and the
+            /// ring is full; `TooLarge` and `Corrupt` as for `try_send`. Each hands `msg` back.
+            pub fn send<'m>(&mut self, msg: &'m [u8]) -> Result<(), $crate::SendError<&'m [u8]>> {
+                self.send_until(msg, None)
+            }
+
+            /// As [`send`](Self::send), giving up after `timeout` with
+            /// [`SendError::Timeout`](crate::SendError::Timeout).
+            ///
+            /// # Errors
+            /// As [`send`](Self::send), plus `Timeout`.
+            pub fn send_timeout<'m>(
+                &mut self,
+                msg: &'m [u8],
+                timeout: std::time::Duration,
+            ) -> Result<(), $crate::SendError<&'m [u8]>> {
+                self.send_until(msg, $crate::wait::deadline(timeout))
+            }
+
+            fn send_until<'m>(
+                &mut self,
+                msg: &'m [u8],
+                deadline: Option<Instant>,
+            ) -> Result<(), $crate::SendError<&'m [u8]>> {
+                $crate::wait::block_on(self, $crate::wait::Side::Space, deadline, |p| {
+                    match p.try_send(msg) {
+                        Err(TrySendError::Full(_)) => None,
+                        done => Some(done),
+                    }
+                })
+                .unwrap_or(Err(TrySendError::Full(msg)))
+                .map_err($crate::SendError::from_try)
+            }
+
+            /// Claims a slot for writing in place, waiting while the ring is full.
+            ///
+            /// # Errors
+            /// [`ClaimError::Disconnected`](crate::ClaimError::Disconnected) or `Corrupt`, as
+            /// for [`send`](Self::send).
+            pub fn claim(&mut self) -> Result<WriteSlot<'_>, ClaimError> {
+                self.claim_until(None)
+            }
+
+            /// As [`claim`](Self::claim), giving up after `timeout`.
+            ///
+            /// # Errors
+            /// As [`claim`](Self::claim), plus
+            /// [`ClaimError::Timeout`](crate::ClaimError::Timeout).
+            pub fn claim_timeout(
+                &mut self,
+                timeout: std::time::Duration,
+            ) -> Result<WriteSlot<'_>, ClaimError> {
+                self.claim_until($crate::wait::deadline(timeout))
+            }
+        }
+
+        impl $consumer {
+            /// Copies the next message into `buf`, waiting while the ring is empty; returns its
+            /// length.
+            ///
+            /// # Errors
+            /// [`RecvError::Disconnected`](crate::RecvError::Disconnected) once the ring is
+            /// empty and every producer that attached is gone (so everything they sent is
+            /// received first); `BufferTooSmall` (the message stays), `Corrupt`.
+            pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+                self.recv_until(buf, None)
+            }
+
+            /// As [`recv`](Self::recv), giving up after `timeout` with
+            /// [`RecvError::Timeout`](crate::RecvError::Timeout).
+            ///
+            /// # Errors
+            /// As [`recv`](Self::recv), plus `Timeout`.
+            pub fn recv_timeout(
+                &mut self,
+                buf: &mut [u8],
+                timeout: std::time::Duration,
+            ) -> Result<usize, RecvError> {
+                self.recv_until(buf, $crate::wait::deadline(timeout))
+            }
+
+            fn recv_until(
+                &mut self,
+                buf: &mut [u8],
+                deadline: Option<Instant>,
+            ) -> Result<usize, RecvError> {
+                $crate::wait::block_on(self, $crate::wait::Side::Data, deadline, |c| {
+                    match c.try_recv(buf) {
+                        Err(TryRecvError::Empty) => None,
+                        done => Some(done),
+                    }
+                })
+                .unwrap_or(Err(TryRecvError::Empty))
+                .map_err(RecvError::from_try)
+            }
+
+            /// Borrows the next message in place, waiting while the ring is empty.
+            ///
+            /// # Errors
+            /// As [`recv`](Self::recv), without `BufferTooSmall`.
+            pub fn read(&mut self) -> Result<ReadSlot<'_>, RecvError> {
+                self.read_until(None)
+            }
+
+            /// As [`read`](Self::read), giving up after `timeout`.
+            ///
+            /// # Errors
+            /// As [`read`](Self::read), plus `Timeout`.
+            pub fn read_timeout(
+                &mut self,
+                timeout: std::time::Duration,
+            ) -> Result<ReadSlot<'_>, RecvError> {
+                self.read_until($crate::wait::deadline(timeout))
+            }
+        }
+    };
+}
+pub(crate) use blocking_api;
+
 endpoint_common!(Producer);
 endpoint_common!(Consumer);
+blocking_api!(Producer, Consumer);
 
 impl Producer {
     pub(crate) fn attach(shared: Arc<Shared>) -> Result<Producer, AttachError> {
-        let reg = endpoint::register(shared.mem.header(), Role::Producer, Placement::Fixed(0))?;
+        let reg = endpoint::register(&shared.mem, Role::Producer, Placement::Fixed(0))?;
         match load_cursors(&shared.mem) {
             Ok((mut head, tail)) => {
                 // A predecessor that died between publishing a slot and storing `head` left
@@ -129,22 +290,24 @@ impl Producer {
                     }
                     head = head.wrapping_add(1);
                 }
+                let peers = Peers::new(&shared.mem, Role::Consumer);
                 Ok(Producer {
                     shared,
                     reg,
+                    peers,
                     head,
                     cached_tail: tail,
                 })
             }
             Err(c) => {
-                endpoint::deregister(shared.mem.header(), &reg);
+                endpoint::deregister(&shared.mem, &reg);
                 Err(AttachError::Corrupt(c))
             }
         }
     }
 
     /// Free slots, reloading the consumer cursor only if fewer than `want` look free.
-    #[inline]
+    #[inline(always)]
     fn free(&mut self, want: u64) -> Result<u64, Corruption> {
         let capacity = self.mem().geometry().capacity;
         // Invariant: head - cached_tail <= capacity (checked whenever cached_tail is loaded).
@@ -167,9 +330,45 @@ impl Producer {
         Ok(capacity - used)
     }
 
+    /// Whether a slot is free: `Full` if not, or `Disconnected` if the consumer is gone too.
+    #[inline(always)]
+    fn has_space(&mut self) -> Result<(), TryClaimError> {
+        if self.free(1).map_err(TryClaimError::Corrupt)? > 0 {
+            return Ok(());
+        }
+        self.full()
+    }
+
+    /// The ring looked full: `Full`, or `Disconnected` if the consumer is gone too. Out of line,
+    /// as `Consumer::empty`.
+    #[cold]
+    #[inline(never)]
+    fn full(&mut self) -> Result<(), TryClaimError> {
+        if !self.peers.gone(&self.shared.mem) {
+            return Err(TryClaimError::Full);
+        }
+        // The consumer left; the slots it released before leaving are visible now (the
+        // Acquire in `gone`), so look once more.
+        match self.free(1).map_err(TryClaimError::Corrupt)? {
+            0 => Err(TryClaimError::Disconnected),
+            _ => Ok(()),
+        }
+    }
+
+    /// The blocking claim: waits for a free slot, then claims it (nobody else can take it).
+    fn claim_until(&mut self, deadline: Option<Instant>) -> Result<WriteSlot<'_>, ClaimError> {
+        wait::block_on(self, Side::Space, deadline, |p| match p.has_space() {
+            Err(TryClaimError::Full) => None,
+            done => Some(done),
+        })
+        .unwrap_or(Err(TryClaimError::Full))
+        .map_err(ClaimError::from_try)?;
+        self.try_claim().map_err(ClaimError::from_try)
+    }
+
     /// Publishes the slot of cursor `head + offset`, whose payload is written: stores its
     /// length, then its sequence word.
-    #[inline]
+    #[inline(always)]
     fn publish_slot(&self, offset: u64, len: usize) {
         let mem = self.mem();
         let cursor = self.head.wrapping_add(offset);
@@ -183,12 +382,13 @@ impl Producer {
     }
 
     /// Advances past `count` published slots.
-    #[inline]
+    #[inline(always)]
     fn advance(&mut self, count: u64) {
         self.head = self.head.wrapping_add(count);
         // Relaxed: `head` publishes nothing (the slots' sequence words do); it is read by `len`
         // and by a successor producer, which re-checks the sequence words anyway.
         self.mem().head().store(self.head, Ordering::Relaxed);
+        wait::notify(self.mem(), Side::Data);
     }
 
     /// Writes `msg` into the slot of cursor `head + offset` and publishes it.
@@ -222,11 +422,9 @@ impl Producer {
     /// assert_eq!(&*rx.try_read()?, b"hello");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn try_claim(&mut self) -> Result<WriteSlot<'_>, TryClaimError> {
-        if self.free(1).map_err(TryClaimError::Corrupt)? == 0 {
-            return Err(TryClaimError::Full);
-        }
+        self.has_space()?;
         let idx = (self.head & self.mem().geometry().mask()) as usize;
         let token = self.mem().cells().write(idx);
         Ok(WriteSlot {
@@ -241,7 +439,7 @@ impl Producer {
     /// # Errors
     /// [`TrySendError::Full`], [`TrySendError::TooLarge`] if `msg` is longer than a slot, or
     /// [`TrySendError::Corrupt`]; each hands `msg` back.
-    #[inline]
+    #[inline(always)]
     pub fn try_send<'m>(&mut self, msg: &'m [u8]) -> Result<(), TrySendError<&'m [u8]>> {
         let max = self.slot_size();
         if msg.len() > max {
@@ -258,12 +456,15 @@ impl Producer {
         Ok(())
     }
 
-    /// Copies as many of `msgs` as there are free slots, checking for free space once. Returns
-    /// how many were sent: the first that many; the rest did not fit.
+    /// Copies as many of `msgs` as there are free slots, checking for free space once and
+    /// waking a sleeping consumer once. Returns how many were sent: the first that many; the
+    /// rest did not fit (0 if the ring is full).
     ///
     /// # Errors
     /// [`TrySendError::TooLarge`] naming (in `msg`) the index of a message longer than a slot;
-    /// the messages before it were sent. [`TrySendError::Corrupt`] (with index 0): nothing sent.
+    /// the messages before it were sent. [`TrySendError::Corrupt`] or
+    /// [`TrySendError::Disconnected`] (the ring is full and the consumer gone), with index 0:
+    /// nothing sent.
     ///
     /// # Examples
     /// ```
@@ -279,9 +480,16 @@ impl Producer {
         &mut self,
         msgs: &[M],
     ) -> Result<usize, TrySendError<usize>> {
-        let free = self
+        let mut free = self
             .free(msgs.len() as u64)
             .map_err(|c| TrySendError::Corrupt(0, c))?;
+        if free == 0 && !msgs.is_empty() {
+            match self.has_space() {
+                Ok(()) => free = 1,
+                Err(TryClaimError::Full) => return Ok(0),
+                Err(e) => return Err(e.with_msg(0)),
+            }
+        }
         let n = msgs.len().min(free as usize);
         let max = self.slot_size();
         let mut sent = 0;
@@ -299,7 +507,9 @@ impl Producer {
             self.write(sent as u64, msg);
             sent += 1;
         }
-        self.advance(sent as u64);
+        if sent > 0 {
+            self.advance(sent as u64);
+        }
         result
     }
 
@@ -307,7 +517,7 @@ impl Producer {
     ///
     /// # Errors
     /// As [`try_send`](Self::try_send); `TooLarge` if `size_of::<T>()` exceeds the slot size.
-    #[inline]
+    #[inline(always)]
     pub fn try_send_value<T: Plain>(&mut self, value: T) -> Result<(), TrySendError<T>> {
         crate::plain::check_fits(&value, self.slot_size())?;
         let mut slot = self.try_claim().map_err(|e| e.with_msg(value))?;
@@ -407,18 +617,26 @@ impl DerefMut for WriteSlot<'_> {
 
 impl Consumer {
     pub(crate) fn attach(shared: Arc<Shared>) -> Result<Consumer, AttachError> {
-        let reg = endpoint::register(shared.mem.header(), Role::Consumer, Placement::Fixed(1))?;
+        let reg = endpoint::register(&shared.mem, Role::Consumer, Placement::Fixed(1))?;
         match load_cursors(&shared.mem) {
-            Ok((_, tail)) => Ok(Consumer { shared, reg, tail }),
+            Ok((_, tail)) => {
+                let peers = Peers::new(&shared.mem, Role::Producer);
+                Ok(Consumer {
+                    shared,
+                    reg,
+                    peers,
+                    tail,
+                })
+            }
             Err(c) => {
-                endpoint::deregister(shared.mem.header(), &reg);
+                endpoint::deregister(&shared.mem, &reg);
                 Err(AttachError::Corrupt(c))
             }
         }
     }
 
     /// The slot and validated length of message `tail + offset`, if it is published.
-    #[inline]
+    #[inline(always)]
     fn ready(&self, offset: u64) -> Result<Option<(usize, usize)>, Corruption> {
         let mem = self.mem();
         let cursor = self.tail.wrapping_add(offset);
@@ -439,11 +657,11 @@ impl Consumer {
 
     /// The next message's slot and length, not yet consumed. A slot with a corrupt length is
     /// consumed (so the ring moves on) and reported.
-    #[inline]
+    #[inline(always)]
     fn peek(&mut self) -> Result<(usize, usize), TryRecvError> {
         match self.ready(0) {
             Ok(Some(found)) => Ok(found),
-            Ok(None) => Err(TryRecvError::Empty),
+            Ok(None) => self.empty(),
             Err(c) => {
                 self.release(1);
                 Err(TryRecvError::Corrupt(c))
@@ -451,13 +669,45 @@ impl Consumer {
         }
     }
 
+    /// The ring looked empty: `Empty`, or `Disconnected` if the producer is gone and nothing
+    /// it sent is left. Out of line: it keeps `peek` small enough to inline into every receive.
+    #[cold]
+    #[inline(never)]
+    fn empty(&mut self) -> Result<(usize, usize), TryRecvError> {
+        if !self.peers.gone(&self.shared.mem) {
+            return Err(TryRecvError::Empty);
+        }
+        // The producer left; what it published before leaving is visible now (the Acquire in
+        // `gone`), so drain it first.
+        match self.ready(0) {
+            Ok(Some(found)) => Ok(found),
+            Ok(None) => Err(TryRecvError::Disconnected),
+            Err(c) => {
+                self.release(1);
+                Err(TryRecvError::Corrupt(c))
+            }
+        }
+    }
+
+    /// The blocking read: waits for a message, then borrows it.
+    fn read_until(&mut self, deadline: Option<Instant>) -> Result<ReadSlot<'_>, RecvError> {
+        wait::block_on(self, Side::Data, deadline, |c| match c.peek() {
+            Err(TryRecvError::Empty) => None,
+            done => Some(done.map(|_| ())),
+        })
+        .unwrap_or(Err(TryRecvError::Empty))
+        .map_err(RecvError::from_try)?;
+        self.try_read().map_err(RecvError::from_try)
+    }
+
     /// Gives the next `count` slots back to the producer.
-    #[inline]
+    #[inline(always)]
     fn release(&mut self, count: u64) {
         self.tail = self.tail.wrapping_add(count);
         // Release: pairs with the Acquire load of `tail` in `Producer::free`: our reads of these
         // slots happen before the producer overwrites them.
         self.mem().tail().store(self.tail, Ordering::Release);
+        wait::notify(self.mem(), Side::Space);
     }
 
     /// Borrows the next message in place (zero-copy); it is consumed when the [`ReadSlot`]
@@ -465,7 +715,7 @@ impl Consumer {
     ///
     /// # Errors
     /// [`TryRecvError::Empty`], or [`TryRecvError::Corrupt`].
-    #[inline]
+    #[inline(always)]
     pub fn try_read(&mut self) -> Result<ReadSlot<'_>, TryRecvError> {
         let (idx, len) = self.peek()?;
         let token = Some(self.mem().cells().read(idx));
@@ -482,7 +732,7 @@ impl Consumer {
     /// # Errors
     /// [`TryRecvError::Empty`]; [`TryRecvError::BufferTooSmall`] if the message is longer than
     /// `buf` (it stays in the ring); [`TryRecvError::Corrupt`].
-    #[inline]
+    #[inline(always)]
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
         let (idx, len) = self.peek()?;
         if len > buf.len() {
@@ -506,7 +756,7 @@ impl Consumer {
     /// # Errors
     /// [`TryRecvError::Empty`]; [`TryRecvError::SizeMismatch`] if the next message is not
     /// `size_of::<T>()` bytes (it stays in the ring); [`TryRecvError::Corrupt`].
-    #[inline]
+    #[inline(always)]
     pub fn try_recv_value<T: Plain>(&mut self) -> Result<T, TryRecvError> {
         let (idx, len) = self.peek()?;
         crate::plain::check_size::<T>(len)?;
@@ -520,14 +770,16 @@ impl Consumer {
         Ok(value)
     }
 
-    /// Calls `f` on up to `max` messages in place, then releases them with one cursor store.
-    /// Returns how many were processed; 0 if the ring is empty.
+    /// Calls `f` on up to `max` messages in place, then releases them with one cursor store
+    /// (and wakes a sleeping producer once). Returns how many were processed; 0 if the ring is
+    /// empty.
     ///
     /// If `f` panics, the messages it was already given are released before the panic goes on.
     ///
     /// # Errors
     /// [`TryRecvError::Corrupt`] if the first message is corrupt (it is consumed); a corrupt
     /// message after the first ends the batch before it, to be reported by the next call.
+    /// [`TryRecvError::Disconnected`] if the ring is empty and the producer gone.
     pub fn try_recv_batch(
         &mut self,
         max: usize,
@@ -551,6 +803,17 @@ impl Consumer {
         while (batch.done as usize) < max {
             let (idx, len) = match batch.consumer.ready(batch.done) {
                 Ok(Some(found)) => found,
+                Ok(None) if batch.done == 0 => match batch.consumer.empty() {
+                    Ok(found) => found,
+                    Err(TryRecvError::Empty) => break,
+                    Err(e) => {
+                        if matches!(e, TryRecvError::Corrupt(_)) {
+                            // `empty` consumed the corrupt slot.
+                            batch.done = 0;
+                        }
+                        return Err(e);
+                    }
+                },
                 Ok(None) => break,
                 Err(c) if batch.done == 0 => {
                     batch.done = 1;

@@ -10,9 +10,14 @@
 //! lets loom catch a missing Release on a payload write.
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64, Ordering, compiler_fence, fence};
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+
+/// The futex emulation under loom (`wait::ShadowPair`): loom's own blocking primitives, so a
+/// lost wake-up shows as a deadlock in the model.
+#[cfg(loom)]
+pub(crate) use loom::sync::{Condvar, Mutex};
 
 /// Atomics with the fixed in-memory layout of `core`'s types, for words that live in a segment
 /// and are never part of a loom model (the ready word, the endpoint registry).

@@ -248,3 +248,73 @@ fn mpmc_wraps_with_aborted_claims() {
         producer.join().unwrap();
     });
 }
+
+/// Blocking calls that go straight to sleep (no spinning, no liveness timer): a lost wake-up
+/// leaves a thread asleep forever, which loom reports as a deadlock.
+fn sleeper() -> shmring::WaitOptions {
+    shmring::WaitOptions::default()
+        .spin(std::time::Duration::ZERO)
+        .yield_for(std::time::Duration::ZERO)
+        .liveness_check(std::time::Duration::MAX)
+}
+
+#[test]
+fn spsc_blocking_never_loses_a_wake_up() {
+    model(|| {
+        // Capacity 1: the producer must sleep for space, the consumer for data.
+        let ring = Ring::builder()
+            .spsc()
+            .capacity(1)
+            .slot_size(4)
+            .heap()
+            .wait(sleeper())
+            .create()
+            .unwrap();
+        let mut tx = ring.spsc_producer().unwrap();
+        let mut rx = ring.spsc_consumer().unwrap();
+        let producer = thread::spawn(move || {
+            for i in 0..2 {
+                tx.send(&msg(0, i)).unwrap();
+            }
+        });
+        let mut buf = [0u8; 4];
+        for i in 0..2 {
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(check(&buf[..n]), (0, i));
+        }
+        producer.join().unwrap();
+    });
+}
+
+#[test]
+fn mpmc_blocking_never_loses_a_wake_up() {
+    model(|| {
+        let ring = Ring::builder()
+            .mpmc()
+            .capacity(2)
+            .slot_size(4)
+            .heap()
+            .wait(sleeper())
+            .create()
+            .unwrap();
+        let mut a = ring.mpmc_producer().unwrap();
+        let mut b = ring.mpmc_producer().unwrap();
+        let mut rx = ring.mpmc_consumer().unwrap();
+        let pa = thread::spawn(move || {
+            for i in 0..2 {
+                a.send(&msg(0, i)).unwrap();
+            }
+        });
+        let pb = thread::spawn(move || b.send(&msg(1, 0)).unwrap());
+        let mut buf = [0u8; 4];
+        let mut next = [0u8; 2];
+        for _ in 0..3 {
+            let n = rx.recv(&mut buf).unwrap();
+            let (p, s) = check(&buf[..n]);
+            assert_eq!(s, next[p as usize], "per-producer order");
+            next[p as usize] += 1;
+        }
+        pa.join().unwrap();
+        pb.join().unwrap();
+    });
+}
