@@ -88,3 +88,57 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// Forks `f` as a child process that `_exit`s with its return value.
+pub fn spawn(f: impl FnOnce() -> i32) -> libc::pid_t {
+    // SAFETY: the child only runs `f`, which touches memory made before the fork and makes
+    // async-signal-safe calls, then `_exit`s without running destructors or atexit handlers.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(99);
+        // SAFETY: _exit is async-signal-safe and never returns.
+        unsafe { libc::_exit(code) };
+    }
+    pid
+}
+
+/// Waits for every child; past the deadline kills them all and fails.
+pub fn reap(pids: &[libc::pid_t], deadline: Duration) -> Vec<i32> {
+    let start = Instant::now();
+    let mut codes = vec![None; pids.len()];
+    while codes.iter().any(Option::is_none) {
+        for (i, &pid) in pids.iter().enumerate() {
+            if codes[i].is_none() {
+                let mut status = 0;
+                // SAFETY: our own child; WNOHANG does not block.
+                let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+                if r == pid {
+                    codes[i] = Some(if libc::WIFEXITED(status) {
+                        libc::WEXITSTATUS(status)
+                    } else {
+                        -libc::WTERMSIG(status)
+                    });
+                }
+            }
+        }
+        if start.elapsed() > deadline {
+            for &pid in pids {
+                // SAFETY: killing and reaping our own children.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, core::ptr::null_mut(), 0);
+                }
+            }
+            panic!("watchdog: children still running after {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    codes.into_iter().map(Option::unwrap).collect()
+}
+
+/// Kills a child with SIGKILL (and leaves the reaping to `reap`).
+pub fn kill(pid: libc::pid_t) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
