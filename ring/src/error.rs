@@ -178,6 +178,10 @@ pub enum OpenError {
     NotInitialized {
         /// How long the opener waited for it.
         waited: Duration,
+        /// The creating process, if it got as far as recording itself.
+        creator_pid: Option<u32>,
+        /// Whether that process still runs (false if unknown).
+        creator_alive: bool,
     },
 }
 
@@ -232,7 +236,20 @@ impl fmt::Display for OpenError {
                 f,
                 "segment truncated: {found} bytes, the ring needs {needed}"
             ),
-            OpenError::NotInitialized { waited } => write!(
+            OpenError::NotInitialized {
+                waited,
+                creator_pid: Some(pid),
+                creator_alive,
+            } => write!(
+                f,
+                "segment not initialized after waiting {waited:?}; its creator, process {pid}, {}",
+                if *creator_alive {
+                    "is still running"
+                } else {
+                    "is dead"
+                }
+            ),
+            OpenError::NotInitialized { waited, .. } => write!(
                 f,
                 "segment not initialized after waiting {waited:?} (its creator may have died)"
             ),

@@ -368,6 +368,21 @@ pub(crate) unsafe fn read_magic(base: NonNull<u8>) -> u64 {
     unsafe { ptr::read_volatile(base.as_ptr().cast::<u64>()) }
 }
 
+/// The creator word (an endpoint word, 0 if the creator never got as far as storing it).
+///
+/// # Safety
+/// `base` is valid for reads of `HEADER_SIZE` bytes and 128-byte aligned.
+pub(crate) unsafe fn read_creator(base: NonNull<u8>) -> u64 {
+    // SAFETY: the caller guarantees the header is mapped; an atomic load of an aligned word.
+    // Relaxed: a hint for attribution; nothing is read through it.
+    unsafe {
+        (*base.as_ptr().cast::<Header>())
+            .id
+            .creator
+            .load(Ordering::Relaxed)
+    }
+}
+
 /// Validates a header whose ready word has been seen non-zero, against the mapping length.
 ///
 /// Every field is read exactly once into a local and checked before use: the segment may hold

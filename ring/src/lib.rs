@@ -73,9 +73,12 @@ pub mod mpmc;
 
 mod wait;
 
+pub mod admin;
+
 mod error;
 mod plain;
 
+pub use admin::gc;
 pub use endpoint::EndpointInfo;
 pub use error::{
     AttachError, ClaimError, CommitError, ConfigError, Corruption, OpenError, RecvError, Role,

@@ -303,8 +303,12 @@ impl RingBuilder {
                 return Err(OpenError::NotShmring { found: magic });
             }
             if started.elapsed() >= self.init_timeout {
+                // SAFETY: as above.
+                let creator = EndpointWord(unsafe { layout::read_creator(base) });
                 return Err(OpenError::NotInitialized {
                     waited: started.elapsed(),
+                    creator_pid: (creator.0 != 0).then(|| creator.pid()),
+                    creator_alive: creator.0 != 0 && creator.is_alive(),
                 });
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -402,6 +406,10 @@ impl Ring {
                 segment,
             }),
         }
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     /// A [`RingBuilder`].

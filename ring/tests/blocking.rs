@@ -46,7 +46,11 @@ fn stamp(i: u64) -> [u8; 16] {
 fn unstamp(m: &[u8]) -> u64 {
     assert_eq!(m.len(), 16);
     let i = u64::from_le_bytes(m[..8].try_into().unwrap());
-    assert_eq!(u64::from_le_bytes(m[8..].try_into().unwrap()), !i, "torn message");
+    assert_eq!(
+        u64::from_le_bytes(m[8..].try_into().unwrap()),
+        !i,
+        "torn message"
+    );
     i
 }
 
