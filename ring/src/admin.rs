@@ -70,9 +70,13 @@ impl Status {
         if known == 0 || !creator_dead || self.endpoints.iter().any(|e| e.alive) {
             return None;
         }
-        Some(match (self.creator, self.endpoints.len()) {
+        let who = match (self.creator, self.endpoints.len()) {
             (Some((pid, _)), 0) => format!("no endpoints; creator {pid} is dead"),
             (_, n) => format!("all {n} registered endpoint(s) and the creator are dead"),
+        };
+        Some(match self.len() {
+            0 => who,
+            n => format!("{who}; {n} unread message(s) would be lost"),
         })
     }
 }

@@ -1,0 +1,204 @@
+//! Text and JSON renderings of what the library reports.
+
+use serde_json::{Value, json};
+use shmring::admin::{Entry, Status, Verdict};
+use shmring::{Backing, EndpointInfo, Ring, SysvKey};
+
+/// `/name` or `sysv:0x…`.
+pub(crate) fn backing(b: &Backing) -> String {
+    match b {
+        Backing::Posix(name) if name.starts_with('/') => name.clone(),
+        Backing::Posix(name) => format!("/{name}"),
+        Backing::SysV(SysvKey::Key(k)) => format!("sysv:{:#x}", *k as u32),
+        Backing::SysV(SysvKey::Path { path, proj_id }) => {
+            format!("sysv:ftok({}, {proj_id})", path.display())
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+fn role(e: &EndpointInfo) -> &'static str {
+    match e.role {
+        Some(shmring::Role::Producer) => "producer",
+        Some(shmring::Role::Consumer) => "consumer",
+        None => "malformed",
+    }
+}
+
+fn endpoints_json(s: &Status) -> Value {
+    s.endpoints
+        .iter()
+        .map(|e| json!({"entry": e.entry, "pid": e.pid, "role": role(e), "alive": e.alive}))
+        .collect()
+}
+
+fn status_json(b: &Backing, s: &Status) -> Value {
+    json!({
+        "name": backing(b),
+        "kind": s.kind.to_string(),
+        "capacity": s.capacity,
+        "slot_size": s.slot_size,
+        "segment_size": s.segment_size,
+        "head": s.head,
+        "tail": s.tail,
+        "len": s.len(),
+        "creator": s.creator.map(|(pid, alive)| json!({"pid": pid, "alive": alive})),
+        "sleepers": {"consumers": s.sleepers[0], "producers": s.sleepers[1]},
+        "attached": {"producers": s.attached[0], "consumers": s.attached[1]},
+        "endpoints": endpoints_json(s),
+    })
+}
+
+fn endpoints_text(s: &Status) -> String {
+    if s.endpoints.is_empty() {
+        return "-".into();
+    }
+    s.endpoints
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}{}",
+                role(e),
+                e.pid,
+                if e.alive { "" } else { " (dead)" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(crate) fn list(entries: &[Entry], as_json: bool) {
+    if as_json {
+        let rows: Vec<Value> = entries
+            .iter()
+            .map(|e| match &e.ring {
+                Ok(r) => status_json(&e.backing, &r.status()),
+                Err(err) => {
+                    json!({"name": backing(&e.backing), "bytes": e.bytes, "error": err.to_string()})
+                }
+            })
+            .collect();
+        println!("{}", Value::Array(rows));
+        return;
+    }
+    if entries.is_empty() {
+        println!("no shmring segments");
+        return;
+    }
+    println!(
+        "{:<32} {:<5} {:>10} {:>9} {:>16}  endpoints",
+        "name", "kind", "capacity", "slot", "fill"
+    );
+    for e in entries {
+        match &e.ring {
+            Ok(r) => {
+                let s = r.status();
+                let fill = format!(
+                    "{}/{} ({:.0}%)",
+                    s.len(),
+                    s.capacity,
+                    100.0 * s.len() as f64 / s.capacity as f64
+                );
+                println!(
+                    "{:<32} {:<5} {:>10} {:>9} {:>16}  {}",
+                    backing(&e.backing),
+                    s.kind.to_string(),
+                    s.capacity,
+                    format!("{} B", s.slot_size),
+                    fill,
+                    endpoints_text(&s)
+                );
+            }
+            Err(err) => println!("{:<32} ({err})", backing(&e.backing)),
+        }
+    }
+}
+
+pub(crate) fn inspect(b: &Backing, ring: &Ring, as_json: bool) {
+    let s = ring.status();
+    if as_json {
+        println!("{}", status_json(b, &s));
+        return;
+    }
+    println!("name       {}", backing(b));
+    println!(
+        "kind       {}   capacity {}   slot size {} B   segment {} bytes",
+        s.kind, s.capacity, s.slot_size, s.segment_size
+    );
+    println!(
+        "cursors    head {}   tail {}   lag {} ({:.1}% full)",
+        s.head,
+        s.tail,
+        s.head.wrapping_sub(s.tail),
+        100.0 * s.len() as f64 / s.capacity as f64
+    );
+    match s.creator {
+        Some((pid, alive)) => println!(
+            "creator    process {pid} ({})",
+            if alive { "alive" } else { "dead" }
+        ),
+        None => println!("creator    unknown"),
+    }
+    println!(
+        "attached   {} producer(s), {} consumer(s)   asleep: {} consumer(s), {} producer(s)",
+        s.attached[0], s.attached[1], s.sleepers[0], s.sleepers[1]
+    );
+    if s.endpoints.is_empty() {
+        println!("endpoints  none");
+    }
+    for (i, e) in s.endpoints.iter().enumerate() {
+        println!(
+            "{}#{:<2} {} process {} ({})",
+            if i == 0 { "endpoints  " } else { "           " },
+            e.entry,
+            role(e),
+            e.pid,
+            if e.alive { "alive" } else { "dead" }
+        );
+    }
+    if let Some(reason) = s.stale_reason() {
+        println!("stale      {reason} (`shmring gc --force` removes it)");
+    }
+}
+
+pub(crate) fn gc(verdicts: &[Verdict], force: bool, as_json: bool) {
+    if as_json {
+        let rows: Vec<Value> = verdicts
+            .iter()
+            .map(|v| {
+                json!({
+                    "name": backing(&v.backing),
+                    "stale": v.stale,
+                    "kept": v.kept,
+                    "removed": v.removed.as_ref().map(|r| r.is_ok()),
+                    "error": v.removed.as_ref().and_then(|r| r.as_ref().err()),
+                })
+            })
+            .collect();
+        println!("{}", Value::Array(rows));
+        return;
+    }
+    let mut stale = 0;
+    for v in verdicts {
+        match (&v.stale, &v.removed) {
+            (Some(reason), Some(Ok(()))) => {
+                println!("removed      {}: {reason}", backing(&v.backing))
+            }
+            (Some(reason), Some(Err(e))) => {
+                println!("not removed  {}: {reason}; {e}", backing(&v.backing))
+            }
+            (Some(reason), None) => println!("stale        {}: {reason}", backing(&v.backing)),
+            (None, _) => println!(
+                "kept         {}: {}",
+                backing(&v.backing),
+                v.kept.as_deref().unwrap_or("")
+            ),
+        }
+        stale += usize::from(v.stale.is_some());
+    }
+    if !force && stale > 0 {
+        println!("{stale} stale segment(s); run `shmring gc --force` to remove them");
+    } else if verdicts.is_empty() {
+        println!("no shmring segments");
+    }
+}
