@@ -79,6 +79,10 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     plot: Option<std::path::PathBuf>,
 
+    /// How long the idle-CPU measurement watches a blocked consumer, in ms (0: skip it).
+    #[arg(long, default_value_t = 1000)]
+    idle_ms: u64,
+
     /// Shared memory of the shmring rows.
     #[arg(long, value_enum, default_value_t = transports::Backend::Posix)]
     backend: transports::Backend,
@@ -90,6 +94,8 @@ fn default_transports() -> Vec<Transport> {
         Transport::ShmringSpscZc,
         Transport::ShmringSpscBatch,
         Transport::ShmringMpmc,
+        Transport::ShmringSpscBlocking,
+        Transport::ShmringSpscSleep,
         Transport::Pipe,
         Transport::UnixStream,
         Transport::UnixSeqpacket,
@@ -108,6 +114,7 @@ fn main() {
         args.rounds = args.rounds.min(3);
         args.duration = args.duration.min(40);
         args.iters = args.iters.min(2_000);
+        args.idle_ms = args.idle_ms.min(200);
     }
     if let Some(bad) = args
         .sizes
@@ -168,6 +175,20 @@ fn main() {
                     Err(BenchError::Skip(why)) => results.skip(t, "latency", size, why),
                     Err(BenchError::Fail(e)) => fail(&format!("{} {size} B: {e}", t.name())),
                 }
+            }
+        }
+    }
+    if args.idle_ms > 0 {
+        let idle = Duration::from_millis(args.idle_ms);
+        for spin in [false, true] {
+            eprint!(
+                "\r{:79}\ridle consumer CPU ({})",
+                "",
+                if spin { "spinning" } else { "blocking" }
+            );
+            match transports::idle_cpu(idle, spin) {
+                Ok(pct) => results.idle(spin, pct, idle),
+                Err(e) => fail(&format!("idle CPU: {e}")),
             }
         }
     }

@@ -93,6 +93,10 @@ pub(crate) fn spawn(cpu: Option<usize>, job: impl FnOnce() -> Result<(), String>
 pub(crate) static LAST_CHILD_PEAK_KIB: std::sync::atomic::AtomicU64 =
     std::sync::atomic::AtomicU64::new(0);
 
+/// CPU time (user + system, ns) of the last child reaped, from `wait4`'s rusage.
+pub(crate) static LAST_CHILD_CPU_NS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
 /// Whether the child has exited (reaping it), with its status.
 pub(crate) fn try_reap(pid: libc::pid_t) -> Option<bool> {
     let mut status = 0;
@@ -102,6 +106,11 @@ pub(crate) fn try_reap(pid: libc::pid_t) -> Option<bool> {
     let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
     (r == pid).then(|| {
         LAST_CHILD_PEAK_KIB.store(usage.ru_maxrss as u64, std::sync::atomic::Ordering::Relaxed);
+        let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+        LAST_CHILD_CPU_NS.store(
+            ns(usage.ru_utime) + ns(usage.ru_stime),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
     })
 }

@@ -1,6 +1,7 @@
 //! Collecting per-round figures and printing them: table, JSON or CSV.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
@@ -71,6 +72,9 @@ pub(crate) struct Results {
     mem: BTreeMap<Key, (u64, u64, Option<usize>)>,
     /// (mode, size, transport) → why there is no figure.
     skipped: BTreeMap<(&'static str, usize, &'static str), String>,
+    /// CPU use of an idle consumer, percent of one CPU: (blocking `recv`, spinning `try_recv`),
+    /// and the time watched.
+    idle: (Option<f64>, Option<f64>, Duration),
 }
 
 impl Results {
@@ -83,7 +87,17 @@ impl Results {
             lat: BTreeMap::new(),
             skipped: BTreeMap::new(),
             mem: BTreeMap::new(),
+            idle: (None, None, Duration::ZERO),
         }
+    }
+
+    pub(crate) fn idle(&mut self, spinning: bool, percent: f64, over: Duration) {
+        if spinning {
+            self.idle.1 = Some(percent);
+        } else {
+            self.idle.0 = Some(percent);
+        }
+        self.idle.2 = over;
     }
 
     pub(crate) fn memory(
@@ -298,6 +312,11 @@ impl Results {
             "pinned": self.pinned,
             "raw_spin_probe_rtt_ns": probes,
             "results": results,
+            "idle_consumer_cpu_percent": (self.idle.0.is_some() || self.idle.1.is_some()).then(|| json!({
+                "blocking_recv": self.idle.0,
+                "spinning_try_recv": self.idle.1,
+                "window_ms": self.idle.2.as_millis() as u64,
+            })),
         })
     }
 
@@ -434,7 +453,7 @@ impl Results {
         self.print_memory();
         println!("Round-trip latency, ping-pong between two processes (medians over rounds)");
         println!(
-            "{:<20} {:>8} {:>10} {:>10} {:>10} {:>10} {:>12} {:>13}",
+            "{:<22} {:>8} {:>10} {:>10} {:>10} {:>10} {:>12} {:>13}",
             "transport", "size", "p50", "p99", "p99.9", "max", "p50 × spin", "p99.9 × spin"
         );
         let sizes: Vec<usize> = self
@@ -453,7 +472,7 @@ impl Results {
                     summary(&per.values().map(f).collect::<Vec<_>>()).0
                 };
                 println!(
-                    "{:<20} {:>8} {:>10} {:>10} {:>10} {:>10} {:>12} {:>13}",
+                    "{:<22} {:>8} {:>10} {:>10} {:>10} {:>10} {:>12} {:>13}",
                     t.name(),
                     bytes(size as f64),
                     ns(pick(|p| p.p50)),
@@ -464,6 +483,21 @@ impl Results {
                     ratio(self.lat_ratio(size, t.name(), |p| p.p999)),
                 );
             }
+            println!();
+        }
+        if let (Some(blocking), Some(spinning)) = (self.idle.0, self.idle.1) {
+            println!(
+                "Idle consumer, empty ring, live producer, {} ms: CPU use (one CPU = 100%)",
+                self.idle.2.as_millis()
+            );
+            println!(
+                "{:<44} {:>8.2}%",
+                "shmring-spsc recv (blocking, default wait)", blocking
+            );
+            println!(
+                "{:<44} {:>8.2}%",
+                "shmring-spsc try_recv loop (spinning)", spinning
+            );
             println!();
         }
     }

@@ -60,6 +60,12 @@ pub(crate) enum Transport {
     ShmringSpscBatch,
     /// shmring MPMC ring with one producer and one consumer, copy API.
     ShmringMpmc,
+    /// shmring SPSC ring, blocking `send` / `recv` with the default wait (spin 50 µs, yield
+    /// 50 µs, then sleep on a futex; latency only).
+    ShmringSpscBlocking,
+    /// shmring SPSC ring, blocking calls that sleep at once (no spin, no yield): the cost of a
+    /// futex wake-up each way (latency only).
+    ShmringSpscSleep,
     /// An anonymous pipe.
     Pipe,
     /// A Unix-domain stream socket pair.
@@ -90,6 +96,8 @@ impl Transport {
             Transport::ShmringSpscZc => "shmring-spsc-zc",
             Transport::ShmringSpscBatch => "shmring-spsc-batch",
             Transport::ShmringMpmc => "shmring-mpmc",
+            Transport::ShmringSpscBlocking => "shmring-spsc-blocking",
+            Transport::ShmringSpscSleep => "shmring-spsc-sleep",
             Transport::Pipe => "pipe",
             Transport::UnixStream => "unix-stream",
             Transport::UnixSeqpacket => "unix-seqpacket",
@@ -108,12 +116,17 @@ impl Transport {
             Transport::ShmringSpsc | Transport::ShmringMpmc => "copy",
             Transport::ShmringSpscZc => "zero-copy",
             Transport::ShmringSpscBatch => "batch",
+            Transport::ShmringSpscBlocking => "blocking",
+            Transport::ShmringSpscSleep => "blocking, no spin",
             _ => "-",
         }
     }
 
     pub(crate) fn throughput(self) -> bool {
-        self != Transport::RawSpin
+        !matches!(
+            self,
+            Transport::RawSpin | Transport::ShmringSpscBlocking | Transport::ShmringSpscSleep
+        )
     }
 
     pub(crate) fn latency(self) -> bool {
@@ -261,6 +274,16 @@ fn capacity_for(size: usize) -> u64 {
 /// A fresh ring for `size`-byte messages in the chosen backend. Named segments are removed by
 /// their creator (this process) when the last handle drops.
 fn ring(name: &str, kind: shmring::Kind, size: usize) -> Result<Ring, String> {
+    ring_with(name, kind, size, shmring::WaitOptions::default())
+}
+
+/// As [`ring`], with the blocking calls' wait options.
+fn ring_with(
+    name: &str,
+    kind: shmring::Kind,
+    size: usize,
+    wait: shmring::WaitOptions,
+) -> Result<Ring, String> {
     let backing = match tuning().backend {
         Backend::Posix => shmring::Backing::Posix(name.into()),
         Backend::Sysv => {
@@ -281,6 +304,7 @@ fn ring(name: &str, kind: shmring::Kind, size: usize) -> Result<Ring, String> {
         .slot_size(slot)
         .backing(backing)
         .populate(true)
+        .wait(wait)
         .create()
         .map_err(|e| format!("creating {name}: {e}"))
 }
@@ -652,6 +676,36 @@ fn chan_throughput(t: Transport, size: usize, window: Duration) -> Result<f64, B
     Ok(rate)
 }
 
+/// The CPU time a consumer blocked in `recv` on an empty ring uses over `idle`, as a
+/// percentage of that time (from the child's rusage). With `spin`, the consumer instead polls
+/// `try_recv` for the same time: the cost the blocking call avoids.
+pub(crate) fn idle_cpu(idle: Duration, spin: bool) -> Result<f64, String> {
+    let name = segment_name("idle");
+    let ring = ring(&name, shmring::Kind::Spsc, 8)?;
+    // A live producer that sends nothing: the consumer waits, never "disconnected".
+    let _tx = ring.spsc_producer().map_err(|e| e.to_string())?;
+    let child = proc::spawn(child_cpu(), || {
+        let mut rx = ring.spsc_consumer().map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 8];
+        if spin {
+            let start = Instant::now();
+            while start.elapsed() < idle {
+                if rx.try_recv(&mut buf).is_ok() {
+                    return Err("idle: a message arrived".into());
+                }
+            }
+            return Ok(());
+        }
+        match rx.recv_timeout(&mut buf, idle) {
+            Err(shmring::RecvError::Timeout) => Ok(()),
+            other => Err(format!("idle: expected a timeout, got {other:?}")),
+        }
+    });
+    proc::reap(child, CHILD_LIMIT + idle)?;
+    let cpu = proc::LAST_CHILD_CPU_NS.load(Ordering::Relaxed);
+    Ok(100.0 * cpu as f64 / idle.as_nanos() as f64)
+}
+
 /// The child's CPU when the machine has two or more.
 pub(crate) fn child_cpu() -> Option<usize> {
     (proc::cpus() >= 2).then_some(1)
@@ -663,7 +717,10 @@ pub(crate) fn latency(t: Transport, size: usize, iters: usize) -> Result<Vec<u64
     let warmup = (iters / 10).max(100);
     match t {
         Transport::RawSpin => Ok(raw_spin(iters, warmup)?),
-        Transport::ShmringSpsc | Transport::ShmringMpmc => Ok(shm_latency(t, size, iters, warmup)?),
+        Transport::ShmringSpsc
+        | Transport::ShmringMpmc
+        | Transport::ShmringSpscBlocking
+        | Transport::ShmringSpscSleep => Ok(shm_latency(t, size, iters, warmup)?),
         Transport::Iceoryx2 => iceoryx2_latency(size, iters),
         _ if t.latency() => chan_latency(t, size, iters, warmup),
         _ => Err(BenchError::Skip("throughput only".into())),
@@ -712,11 +769,24 @@ fn shm_latency(t: Transport, size: usize, iters: usize, warmup: usize) -> Result
         shmring::Kind::Spsc
     };
     let (na, nb) = (segment_name("ping"), segment_name("pong"));
-    let (ping, pong) = (ring(&na, kind, size)?, ring(&nb, kind, size)?);
+    let wait = match t {
+        Transport::ShmringSpscSleep => shmring::WaitOptions::default()
+            .spin(Duration::ZERO)
+            .yield_for(Duration::ZERO),
+        _ => shmring::WaitOptions::default(),
+    };
+    let blocking = matches!(
+        t,
+        Transport::ShmringSpscBlocking | Transport::ShmringSpscSleep
+    );
+    let (ping, pong) = (
+        ring_with(&na, kind, size, wait)?,
+        ring_with(&nb, kind, size, wait)?,
+    );
     let total = (iters + warmup) as u64;
     let child = proc::spawn(child_cpu(), || {
         let mut buf = Buf::new(size);
-        let mut ep = Endpoints::new(kind, &ping, &pong)?;
+        let mut ep = Endpoints::new(kind, &ping, &pong, blocking)?;
         for _ in 0..total {
             let n = ep.recv(&mut buf)?;
             ep.send(&buf[..n])?;
@@ -724,7 +794,7 @@ fn shm_latency(t: Transport, size: usize, iters: usize, warmup: usize) -> Result
         Ok(())
     });
     let result = (|| -> Result<_, String> {
-        let mut ep = Endpoints::new(kind, &pong, &ping)?;
+        let mut ep = Endpoints::new(kind, &pong, &ping, blocking)?;
         let mut buf = Buf::new(size);
         let mut out = Vec::with_capacity(iters);
         for i in 0..total {
@@ -823,17 +893,28 @@ impl ShmRx {
     }
 }
 
-/// A process's side of a ping-pong: receive on one ring, send on the other, spinning.
+/// A process's side of a ping-pong: receive on one ring, send on the other, spinning (or
+/// with the blocking calls).
 enum Endpoints {
     Spsc(shmring::spsc::Consumer, shmring::spsc::Producer),
     Mpmc(shmring::mpmc::Consumer, shmring::mpmc::Producer),
+    Blocking(shmring::spsc::Consumer, shmring::spsc::Producer),
 }
 
 impl Endpoints {
     /// Receives from `inbound`, sends on `outbound`.
-    fn new(kind: shmring::Kind, inbound: &Ring, outbound: &Ring) -> Result<Endpoints, String> {
+    fn new(
+        kind: shmring::Kind,
+        inbound: &Ring,
+        outbound: &Ring,
+        blocking: bool,
+    ) -> Result<Endpoints, String> {
         let e = |e: shmring::AttachError| e.to_string();
         Ok(match kind {
+            shmring::Kind::Spsc if blocking => Endpoints::Blocking(
+                inbound.spsc_consumer().map_err(e)?,
+                outbound.spsc_producer().map_err(e)?,
+            ),
             shmring::Kind::Spsc => Endpoints::Spsc(
                 inbound.spsc_consumer().map_err(e)?,
                 outbound.spsc_producer().map_err(e)?,
@@ -852,6 +933,11 @@ impl Endpoints {
             let r = match self {
                 Endpoints::Spsc(rx, _) => rx.try_recv(buf),
                 Endpoints::Mpmc(rx, _) => rx.try_recv(buf),
+                Endpoints::Blocking(rx, _) => {
+                    return rx
+                        .recv_timeout(buf, Duration::from_secs(20))
+                        .map_err(|e| format!("ping-pong: {e}"));
+                }
             };
             match r {
                 Ok(n) => return Ok(n),
@@ -875,6 +961,11 @@ impl Endpoints {
                 }
                 Endpoints::Mpmc(_, tx) => {
                     tx.try_send(msg).map_err(|e| (e.is_full(), e.to_string()))
+                }
+                Endpoints::Blocking(_, tx) => {
+                    return tx
+                        .send_timeout(msg, Duration::from_secs(20))
+                        .map_err(|e| format!("ping-pong: {e}"));
                 }
             };
             match r {
