@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Weakens each Release/Acquire the algorithms rely on, one at a time, and checks that the loom
+# Weakens each Release/Acquire (and each barrier of the wake-up protocol) the algorithms rely
+# on, one at a time, and checks that the loom
 # models then fail. Prints one line per mutation; exits non-zero if any mutation survives.
 # Restores the sources afterwards (they must be committed or stashed first).
 set -euo pipefail
@@ -17,6 +18,10 @@ mutations=(
   "ring/src/mpmc.rs|.store(pos.wrapping_add(mem.geometry().capacity), Ordering::Release)|.store(pos.wrapping_add(mem.geometry().capacity), Ordering::Relaxed)|MPMC release: seq store Release -> Relaxed"
   "ring/src/mpmc.rs|let seq = mem.seq(idx).load(Ordering::Acquire)|let seq = mem.seq(idx).load(Ordering::Relaxed)|MPMC: both seq loads Acquire -> Relaxed"
   "ring/src/mpmc.rs|Ordering::AcqRel,|Ordering::Relaxed,|MPMC: cursor CAS AcqRel -> Relaxed (success)"
+  "ring/src/wait.rs|pub(super) fn light(_asymmetric: bool) {|pub(super) fn light(_asymmetric: bool) { return;|wait: waker's barrier removed"
+  "ring/src/wait.rs|pub(super) fn heavy() -> bool {|pub(super) fn heavy() -> bool { return true;|wait: sleeper's barrier removed"
+  "ring/src/endpoint.rs|mem.attached(role).fetch_sub(1, Ordering::Release)|mem.attached(role).fetch_sub(1, Ordering::Relaxed)|disconnect: attached-count decrement Release -> Relaxed"
+  "ring/src/endpoint.rs|mem.attached(self.role).load(Ordering::Acquire)|mem.attached(self.role).load(Ordering::Relaxed)|disconnect: attached-count load Acquire -> Relaxed"
 )
 
 survived=0
