@@ -8,25 +8,25 @@ cd "$(dirname "$0")/.."
 git diff --quiet -- ring/src || { echo "ring/src has uncommitted changes; commit them first" >&2; exit 2; }
 trap 'git checkout -- ring/src' EXIT
 
-# file | exact line fragment | replacement | description
+# file | exact line fragment | replacement | description | loom tests to run (a name filter)
 mutations=(
-  "ring/src/spsc.rs|.store(cursor.wrapping_add(1) as u32, Ordering::Release)|.store(cursor.wrapping_add(1) as u32, Ordering::Relaxed)|SPSC publish: slot seq store Release -> Relaxed"
-  "ring/src/spsc.rs|self.mem().tail().store(self.tail, Ordering::Release)|self.mem().tail().store(self.tail, Ordering::Relaxed)|SPSC release: tail store Release -> Relaxed"
-  "ring/src/spsc.rs|if mem.seq32(idx).load(Ordering::Acquire)|if mem.seq32(idx).load(Ordering::Relaxed)|SPSC consumer: slot seq load Acquire -> Relaxed"
-  "ring/src/spsc.rs|let tail = self.mem().tail().load(Ordering::Acquire)|let tail = self.mem().tail().load(Ordering::Relaxed)|SPSC producer: tail load Acquire -> Relaxed"
-  "ring/src/mpmc.rs|.store(self.pos.wrapping_add(1), Ordering::Release)|.store(self.pos.wrapping_add(1), Ordering::Relaxed)|MPMC commit: seq store Release -> Relaxed"
-  "ring/src/mpmc.rs|.store(pos.wrapping_add(mem.geometry().capacity), Ordering::Release)|.store(pos.wrapping_add(mem.geometry().capacity), Ordering::Relaxed)|MPMC release: seq store Release -> Relaxed"
-  "ring/src/mpmc.rs|let seq = mem.seq(idx).load(Ordering::Acquire)|let seq = mem.seq(idx).load(Ordering::Relaxed)|MPMC: both seq loads Acquire -> Relaxed"
-  "ring/src/mpmc.rs|Ordering::AcqRel,|Ordering::Relaxed,|MPMC: cursor CAS AcqRel -> Relaxed (success)"
-  "ring/src/wait.rs|pub(super) fn light(_asymmetric: bool) {|pub(super) fn light(_asymmetric: bool) { return;|wait: waker's barrier removed"
-  "ring/src/wait.rs|pub(super) fn heavy() -> bool {|pub(super) fn heavy() -> bool { return true;|wait: sleeper's barrier removed"
-  "ring/src/endpoint.rs|mem.attached(role).fetch_sub(1, Ordering::Release)|mem.attached(role).fetch_sub(1, Ordering::Relaxed)|disconnect: attached-count decrement Release -> Relaxed"
-  "ring/src/endpoint.rs|mem.attached(self.role).load(Ordering::Acquire)|mem.attached(self.role).load(Ordering::Relaxed)|disconnect: attached-count load Acquire -> Relaxed"
+  "ring/src/spsc.rs|.store(cursor.wrapping_add(1) as u32, Ordering::Release)|.store(cursor.wrapping_add(1) as u32, Ordering::Relaxed)|SPSC publish: slot seq store Release -> Relaxed|spsc_"
+  "ring/src/spsc.rs|self.mem().tail().store(self.tail, Ordering::Release)|self.mem().tail().store(self.tail, Ordering::Relaxed)|SPSC release: tail store Release -> Relaxed|spsc_"
+  "ring/src/spsc.rs|if mem.seq32(idx).load(Ordering::Acquire)|if mem.seq32(idx).load(Ordering::Relaxed)|SPSC consumer: slot seq load Acquire -> Relaxed|spsc_"
+  "ring/src/spsc.rs|let tail = self.mem().tail().load(Ordering::Acquire)|let tail = self.mem().tail().load(Ordering::Relaxed)|SPSC producer: tail load Acquire -> Relaxed|spsc_"
+  "ring/src/mpmc.rs|.store(self.pos.wrapping_add(1), Ordering::Release)|.store(self.pos.wrapping_add(1), Ordering::Relaxed)|MPMC commit: seq store Release -> Relaxed|mpmc_"
+  "ring/src/mpmc.rs|.store(pos.wrapping_add(mem.geometry().capacity), Ordering::Release)|.store(pos.wrapping_add(mem.geometry().capacity), Ordering::Relaxed)|MPMC release: seq store Release -> Relaxed|mpmc_"
+  "ring/src/mpmc.rs|let seq = mem.seq(idx).load(Ordering::Acquire)|let seq = mem.seq(idx).load(Ordering::Relaxed)|MPMC: both seq loads Acquire -> Relaxed|mpmc_"
+  "ring/src/mpmc.rs|Ordering::AcqRel,|Ordering::Relaxed,|MPMC: cursor CAS AcqRel -> Relaxed (success)|mpmc_"
+  "ring/src/wait.rs|pub(super) fn light(_asymmetric: bool) {|pub(super) fn light(_asymmetric: bool) { return;|wait: waker's barrier removed|blocking"
+  "ring/src/wait.rs|pub(super) fn heavy() -> bool {|pub(super) fn heavy() -> bool { return true;|wait: sleeper's barrier removed|blocking"
+  "ring/src/endpoint.rs|mem.attached(role).fetch_sub(1, Ordering::Release)|mem.attached(role).fetch_sub(1, Ordering::Relaxed)|disconnect: attached-count decrement Release -> Relaxed|blocking"
+  "ring/src/endpoint.rs|mem.attached(self.role).load(Ordering::Acquire)|mem.attached(self.role).load(Ordering::Relaxed)|disconnect: attached-count load Acquire -> Relaxed|blocking"
 )
 
 survived=0
 for m in "${mutations[@]}"; do
-  IFS='|' read -r file from to what <<<"$m"
+  IFS='|' read -r file from to what filter <<<"$m"
   git checkout -q -- ring/src
   grep -qF "$from" "$file" || { echo "MISSING  $what (pattern not found)"; survived=1; continue; }
   python3 - "$file" "$from" "$to" <<'PY'
@@ -36,7 +36,7 @@ s = open(path).read()
 open(path, "w").write(s.replace(a, b))
 PY
   if RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom timeout 900 \
-      cargo test -q -p shmring --release --test loom >/tmp/mutant.log 2>&1; then
+      cargo test -q -p shmring --release --test loom "$filter" >/tmp/mutant.log 2>&1; then
     echo "SURVIVED $what"
     survived=1
   else

@@ -219,13 +219,12 @@ fn seen_bit(role: Role) -> u32 {
     }
 }
 
-/// Tells the other endpoints that the registry changed: bumps the generation (which voids
-/// cached liveness verdicts) and wakes every waiter so it looks again.
+/// Tells the other endpoints that the registry changed: bumps the generation, which voids
+/// cached liveness verdicts.
 fn announce(mem: &RingMem) {
     // Relaxed: the generation only says "look again"; what a peer acts on is the attached
     // count (Release/Acquire) and the entries themselves.
     mem.registry_gen().fetch_add(1, Ordering::Relaxed);
-    wait::wake_all(mem);
 }
 
 /// Claims a registry entry for this process in `role`.
@@ -316,6 +315,11 @@ pub(crate) fn deregister(mem: &RingMem, reg: &Registration) {
         mem.attached(role).fetch_sub(1, Ordering::Release);
     }
     announce(mem);
+    // Sleepers on either side may be waiting for us: wake them so they see we left. The same
+    // barrier protocol as a message (`wait` module docs), with the count as the publication:
+    // a sleeper either sees the new count when it re-polls, or is seen and woken here.
+    wait::notify(mem, wait::Side::Data);
+    wait::notify(mem, wait::Side::Space);
 }
 
 /// Whether an endpoint's peers (the other role) are gone, asked on the message path whenever

@@ -468,7 +468,6 @@ struct Shadow {
     seq32s: Box<[AtomicU32]>,
     data: crate::wait::ShadowPair,
     space: crate::wait::ShadowPair,
-    registry_gen: AtomicU32,
     attached: [AtomicU32; 2],
 }
 
@@ -514,7 +513,6 @@ impl RingMem {
                 seq32s: (0..slots).map(|_| AtomicU32::new(0)).collect(),
                 data: crate::wait::ShadowPair::new(),
                 space: crate::wait::ShadowPair::new(),
-                registry_gen: AtomicU32::new(0),
                 attached: [AtomicU32::new(0), AtomicU32::new(0)],
             },
         }
@@ -593,12 +591,10 @@ impl RingMem {
         &self.header().wait.attached[i]
     }
 
-    /// The registry generation (`WaitLine::registry_gen`): bumped on every registry change.
+    /// The registry generation (`WaitLine::registry_gen`): bumped on every registry change. A
+    /// hint only ("look again"), so it stays out of the loom model.
     #[inline]
-    pub(crate) fn registry_gen(&self) -> &AtomicU32 {
-        #[cfg(loom)]
-        return &self.shadow.registry_gen;
-        #[cfg(not(loom))]
+    pub(crate) fn registry_gen(&self) -> &raw::AtomicU32 {
         &self.header().wait.registry_gen
     }
 

@@ -259,13 +259,6 @@ pub(crate) fn notify(mem: &RingMem, side: Side) {
     }
 }
 
-/// Wakes every waiter on both sides, sleeping or not: an endpoint attached or left.
-pub(crate) fn wake_all(mem: &RingMem) {
-    for side in [Side::Data, Side::Space] {
-        wake(&mem.wait_pair(side));
-    }
-}
-
 #[cold]
 #[inline(never)]
 fn wake(pair: &Pair<'_>) {

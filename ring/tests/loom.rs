@@ -154,24 +154,27 @@ fn mpmc_model(producers: u8, per_producer: u8, consumers: usize, attempts: usize
                 }
             }));
         }
-        let receive =
-            move |rx: &mut shmring::mpmc::Consumer, seen: &[AtomicUsize], attempts: usize| {
-                let mut last = vec![None::<u8>; producers as usize];
-                let mut buf = [0u8; 4];
-                for _ in 0..attempts {
-                    match rx.try_recv(&mut buf) {
-                        Ok(n) => {
-                            let (p, i) = check(&buf[..n]);
-                            assert!(last[p as usize] < Some(i), "per-producer order broken");
-                            last[p as usize] = Some(i);
-                            let k = p as usize * per_producer as usize + i as usize;
-                            assert_eq!(seen[k].fetch_add(1, Ordering::Relaxed), 0, "duplicate");
-                        }
-                        Err(TryRecvError::Empty) => thread::yield_now(),
-                        Err(e) => panic!("{e}"),
+        let receive = move |rx: &mut shmring::mpmc::Consumer,
+                            seen: &[AtomicUsize],
+                            attempts: usize| {
+            let mut last = vec![None::<u8>; producers as usize];
+            let mut buf = [0u8; 4];
+            for _ in 0..attempts {
+                match rx.try_recv(&mut buf) {
+                    Ok(n) => {
+                        let (p, i) = check(&buf[..n]);
+                        assert!(last[p as usize] < Some(i), "per-producer order broken");
+                        last[p as usize] = Some(i);
+                        let k = p as usize * per_producer as usize + i as usize;
+                        assert_eq!(seen[k].fetch_add(1, Ordering::Relaxed), 0, "duplicate");
                     }
+                    // Disconnected: every producer has left and the ring is drained
+                    // (the lost-message check below holds it to that).
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => thread::yield_now(),
+                    Err(e) => panic!("{e}"),
                 }
-            };
+            }
+        };
         for _ in 0..consumers {
             let mut rx = ring.mpmc_consumer().unwrap();
             let seen = Arc::clone(&seen);
@@ -182,7 +185,8 @@ fn mpmc_model(producers: u8, per_producer: u8, consumers: usize, attempts: usize
             t.join().unwrap();
         }
         receive(&mut rx, &seen, slots + 1);
-        assert_eq!(rx.try_recv(&mut [0u8; 4]), Err(TryRecvError::Empty));
+        // Every producer has dropped its endpoint: drained, then disconnected.
+        assert_eq!(rx.try_recv(&mut [0u8; 4]), Err(TryRecvError::Disconnected));
         let received: usize = seen.iter().map(|s| s.load(Ordering::Relaxed)).sum();
         assert_eq!(received, sent.load(Ordering::Relaxed), "lost message");
     });

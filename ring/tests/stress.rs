@@ -272,7 +272,9 @@ fn consume(ring: &Ring, area: &Area, producers: u32, per: u64) -> i32 {
         match got {
             Ok(Ok(())) => spins = 0,
             Ok(Err(code)) => return code,
-            Err(TryRecvError::Empty) => backoff(&mut spins),
+            // Disconnected: the producers are done and the ring is drained; another consumer
+            // may still be checking the last messages, so wait for the shared count.
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => backoff(&mut spins),
             Err(_) => return area.fail(E_RECV, n, 0, 0),
         }
     }
