@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::endpoint::{EndpointInfo, EndpointWord};
 use crate::error::{OpenError, Role};
-use crate::layout::{Kind, MAGIC, SKIP};
+use crate::layout::{ABANDONED, Kind, MAGIC, SKIP};
 use crate::ring::Ring;
 use crate::segment::{Backing, SysvKey};
 use crate::sync::Ordering;
@@ -50,6 +50,8 @@ pub struct Status {
     /// Attached producer and consumer counts (`[producers, consumers]`), as the segment
     /// records them (a killed process's count stays until its entry is taken over).
     pub attached: [u32; 2],
+    /// MPMC: messages lost to producers that died between claim and commit (recovered slots).
+    pub abandoned: u64,
 }
 
 impl Status {
@@ -124,6 +126,7 @@ impl Ring {
                 mem.attached(Role::Producer).load(Ordering::Relaxed),
                 mem.attached(Role::Consumer).load(Ordering::Relaxed),
             ],
+            abandoned: wait.abandoned.load(Ordering::Relaxed),
         }
     }
 
@@ -158,8 +161,10 @@ impl Ring {
                 format!("cursors: head {head} - tail {tail} = {lag} exceeds the capacity {cap}"),
             );
         }
-        let len_ok =
-            |len: u32| len as usize <= geo.slot_size || (geo.kind == Kind::Mpmc && len == SKIP);
+        let len_ok = |len: u32| {
+            len as usize <= geo.slot_size
+                || (geo.kind == Kind::Mpmc && (len == SKIP || len == ABANDONED))
+        };
         for idx in 0..cap as usize {
             match geo.kind {
                 Kind::Spsc => {

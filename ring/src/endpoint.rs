@@ -211,6 +211,18 @@ pub(crate) struct Registration {
     word: u64,
 }
 
+impl Registration {
+    /// The registry entry held.
+    pub(crate) fn entry(&self) -> usize {
+        self.entry
+    }
+
+    /// The endpoint word stored in it.
+    pub(crate) fn word(&self) -> u64 {
+        self.word
+    }
+}
+
 /// The `seen` bit of a role in the wait line.
 fn seen_bit(role: Role) -> u32 {
     match role {
@@ -292,7 +304,12 @@ fn claim_entry(
             }
             for entry in 0..MAX_ENDPOINTS {
                 let cur = header.endpoints[entry].owner.load(Ordering::Acquire);
-                if cur != 0 && !EndpointWord(cur).is_alive() && try_claim(entry, cur) {
+                // An entry that still records an in-flight claim is evidence a consumer needs to
+                // recover the slot: leave it until the recovery clears it.
+                // Relaxed: a hint; the recovery re-reads under its lock.
+                let claim = header.endpoints[entry].claim.load(Ordering::Relaxed);
+                if cur != 0 && claim == 0 && !EndpointWord(cur).is_alive() && try_claim(entry, cur)
+                {
                     return Ok((Registration { entry, word: me }, cur));
                 }
             }
@@ -303,6 +320,11 @@ fn claim_entry(
 
 /// Frees the entry, unless someone took it over (believing us dead), and tells the peers.
 pub(crate) fn deregister(mem: &RingMem, reg: &Registration) {
+    // Relaxed: a live endpoint has no claim in flight when it detaches (a claim borrows it);
+    // this only erases an intent left by a claim attempt that found the ring full.
+    mem.header().endpoints[reg.entry]
+        .claim
+        .store(0, Ordering::Relaxed);
     // Release: pairs with the Acquire of the next registrant, publishing our last cursor writes.
     let still_ours = mem.header().endpoints[reg.entry]
         .owner

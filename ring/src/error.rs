@@ -541,6 +541,13 @@ pub enum TryRecvError {
     /// The shared memory is corrupt. For a [`Corruption::Length`], the broken slot has been
     /// consumed so the ring can move on; for cursor corruption nothing changed.
     Corrupt(Corruption),
+    /// MPMC: the message at `cursor` was lost: its producer died between claiming the slot and
+    /// committing it, and the slot was recovered (see `docs/crash-recovery.md`). The slot has
+    /// been consumed; the next call returns the next message.
+    Abandoned {
+        /// The cursor of the lost message.
+        cursor: u64,
+    },
 }
 
 impl fmt::Display for TryRecvError {
@@ -559,6 +566,10 @@ impl fmt::Display for TryRecvError {
                 "the next message has {found} bytes, the type needs {expected}; it stays in the ring"
             ),
             TryRecvError::Corrupt(c) => c.fmt(f),
+            TryRecvError::Abandoned { cursor } => write!(
+                f,
+                "message {cursor} was lost: its producer died before committing it"
+            ),
         }
     }
 }
@@ -735,6 +746,11 @@ pub enum RecvError {
     },
     /// The shared memory is corrupt (see [`TryRecvError::Corrupt`]).
     Corrupt(Corruption),
+    /// A message was lost to a producer that died (see [`TryRecvError::Abandoned`]).
+    Abandoned {
+        /// The cursor of the lost message.
+        cursor: u64,
+    },
 }
 
 impl RecvError {
@@ -760,6 +776,7 @@ impl RecvError {
                 RecvError::SizeMismatch { expected, found }
             }
             TryRecvError::Corrupt(c) => RecvError::Corrupt(c),
+            TryRecvError::Abandoned { cursor } => RecvError::Abandoned { cursor },
         }
     }
 }
@@ -782,6 +799,7 @@ impl fmt::Display for RecvError {
             }
             .fmt(f),
             RecvError::Corrupt(c) => c.fmt(f),
+            RecvError::Abandoned { cursor } => TryRecvError::Abandoned { cursor: *cursor }.fmt(f),
         }
     }
 }

@@ -53,6 +53,10 @@ pub(crate) const LARGE_SLOT: usize = 256;
 /// commit, so consumers step over the slot instead of waiting for it forever.
 pub(crate) const SKIP: u32 = u32::MAX;
 
+/// A committed length meaning "lost": written by a consumer that recovered an MPMC slot whose
+/// producer died between claim and commit. Consumers step over it and report the loss.
+pub(crate) const ABANDONED: u32 = u32::MAX - 1;
+
 /// Which algorithm a ring runs. Stored in the header, so an opener learns it from the segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -133,7 +137,12 @@ pub(crate) struct CursorLine {
 #[repr(C, align(128))]
 pub(crate) struct EndpointEntry {
     pub(crate) owner: raw::AtomicU64,
-    _reserved: [u8; LINE - 8],
+    /// MPMC producers: `pos + 1` of the cursor this endpoint is claiming or has claimed and not
+    /// yet committed; 0 when none. Written only by the entry's owner (and cleared by a
+    /// recoverer once the owner is proven dead), so a stuck slot can be attributed
+    /// (`docs/crash-recovery.md`).
+    pub(crate) claim: raw::AtomicU64,
+    _reserved: [u8; LINE - 16],
 }
 
 /// A futex word and the count of processes sleeping on it (see `wait`).
@@ -162,7 +171,12 @@ pub(crate) struct WaitLine {
     /// process killed without detaching leaves its count behind; the liveness check covers
     /// that. Read as "zero or not" only, so a forged value can only delay disconnect detection.
     pub(crate) attached: [raw::AtomicU32; 2],
-    _pad0: [u8; 64 - 24],
+    /// The endpoint word of the process recovering an abandoned MPMC slot, 0 when none: a lock
+    /// that a dead holder loses (`mpmc::Consumer::recover`).
+    pub(crate) recovery: raw::AtomicU64,
+    /// MPMC slots recovered from producers that died between claim and commit, ever.
+    pub(crate) abandoned: raw::AtomicU64,
+    _pad0: [u8; 64 - 40],
     /// Producers sleep here for free slots; consumers wake them after releasing.
     pub(crate) space: WaitPair,
     _pad1: [u8; 64 - 8],
@@ -208,6 +222,9 @@ const _: () = {
     assert!(offset_of!(WaitLine, registry_gen) == 8);
     assert!(offset_of!(WaitLine, seen) == 12);
     assert!(offset_of!(WaitLine, attached) == 16);
+    assert!(offset_of!(WaitLine, recovery) == 24);
+    assert!(offset_of!(WaitLine, abandoned) == 32);
+    assert!(offset_of!(EndpointEntry, claim) == 8);
     assert!(offset_of!(WaitLine, space) == 64);
     assert!(offset_of!(Header, endpoints) == 512);
     assert!(size_of::<Header>() == HEADER_SIZE);

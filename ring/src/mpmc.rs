@@ -35,12 +35,13 @@ use core::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::endpoint::EndpointWord;
 use crate::endpoint::{self, Peers, Placement, Registration};
 use crate::error::{
     AttachError, ClaimError, CommitError, Corruption, RecvError, Role, TryClaimError, TryRecvError,
     TrySendError,
 };
-use crate::layout::{RingMem, SKIP};
+use crate::layout::{ABANDONED, RingMem, SKIP};
 use crate::plain::Plain;
 use crate::ring::Shared;
 use crate::spsc::{blocking_api, endpoint_common};
@@ -77,11 +78,41 @@ pub struct Consumer {
     reg: Registration,
     /// The producers, as last seen in the registry.
     peers: Peers,
+    /// How long the slot at `tail` has been claimed and not committed, as seen by this
+    /// consumer (crash recovery).
+    stall: Stall,
 }
+
+/// A consumer's view of a claimed-but-uncommitted slot it keeps finding.
+#[derive(Debug, Default)]
+struct Stall {
+    /// The cursor of the stuck slot.
+    pos: u64,
+    /// Consecutive "empty" polls that found it stuck.
+    polls: u32,
+    /// When this consumer first (or last) checked its claimer's liveness.
+    since: Option<Instant>,
+}
+
+/// "Empty" polls at one stuck slot before the clock is consulted: a producer between claim and
+/// commit is the normal state of a busy ring, and must cost nothing.
+const STALL_POLLS: u32 = 1024;
 
 endpoint_common!(Producer);
 endpoint_common!(Consumer);
 blocking_api!(Producer, Consumer);
+
+impl Producer {
+    fn liveness_tick(&mut self) {}
+}
+
+impl Consumer {
+    /// A sleeping blocking call polls rarely: let its liveness checks count as enough polls
+    /// to consult the clock about a stuck slot.
+    fn liveness_tick(&mut self) {
+        self.stall.polls = self.stall.polls.max(STALL_POLLS);
+    }
+}
 
 impl Producer {
     pub(crate) fn attach(shared: Arc<Shared>) -> Result<Producer, AttachError> {
@@ -172,6 +203,10 @@ impl Producer {
             let seq = mem.seq(idx).load(Ordering::Acquire);
             let dif = seq.wrapping_sub(pos) as i64;
             if dif == 0 {
+                // Record the intent before the claim, so that whoever sees `pos` claimed can
+                // find who claimed it (crash recovery). Relaxed: published by the AcqRel CAS
+                // just below to anyone who Acquires `head` past `pos`.
+                self.record().store(pos.wrapping_add(1), Ordering::Relaxed);
                 // AcqRel on success, Acquire on failure: the payload is published by the slot's
                 // sequence word, not by the cursor; these orderings only keep the cursor and the
                 // sequence words we read consistent (module docs).
@@ -187,6 +222,8 @@ impl Producer {
             } else if dif < 0 {
                 // The slot still holds lap pos - capacity: claimed but uncommitted (-capacity),
                 // or committed and not yet released (1 - capacity). The ring is full.
+                // Relaxed: withdraws an intent that named a cursor we did not claim.
+                self.record().store(0, Ordering::Relaxed);
                 if dif == -capacity || dif == 1 - capacity {
                     return Err(TryClaimError::Full);
                 }
@@ -200,6 +237,8 @@ impl Producer {
                 // Acquire: as for the first load.
                 let current = mem.head().load(Ordering::Acquire);
                 if current == pos {
+                    // Relaxed: as above.
+                    self.record().store(0, Ordering::Relaxed);
                     return Err(TryClaimError::Corrupt(Corruption::Sequence {
                         cursor: pos,
                         seq,
@@ -208,6 +247,12 @@ impl Producer {
                 pos = current;
             }
         }
+    }
+
+    /// This producer's in-flight claim record (`EndpointEntry::claim`).
+    #[inline(always)]
+    fn record(&self) -> &crate::sync::raw::AtomicU64 {
+        &self.mem().header().endpoints[self.reg.entry()].claim
     }
 
     /// Copies `msg` into the ring: [`try_claim`](Self::try_claim), copy, commit.
@@ -292,6 +337,9 @@ impl WriteSlot<'_> {
         // length are visible to the consumer that sees `pos + 1`.
         mem.seq(self.idx)
             .store(self.pos.wrapping_add(1), Ordering::Release);
+        // Relaxed: the claim is settled; a recoverer that still reads the old record finds the
+        // sequence word moved on (its compare-and-swap fails) and leaves the slot alone.
+        self.producer.record().store(0, Ordering::Relaxed);
         wait::notify(mem, Side::Data);
     }
 }
@@ -325,7 +373,12 @@ impl Consumer {
     pub(crate) fn attach(shared: Arc<Shared>) -> Result<Consumer, AttachError> {
         let reg = endpoint::register(&shared.mem, Role::Consumer, Placement::Any)?;
         let peers = Peers::new(&shared.mem, Role::Producer);
-        Ok(Consumer { shared, reg, peers })
+        Ok(Consumer {
+            shared,
+            reg,
+            peers,
+            stall: Stall::default(),
+        })
     }
 
     /// [`claim`](Self::claim), turning `Empty` into `Disconnected` when the producers are gone
@@ -349,15 +402,149 @@ impl Consumer {
         &mut self,
         accept: &dyn Fn(usize) -> Result<(), TryRecvError>,
     ) -> Result<(u64, usize, usize), TryRecvError> {
+        if self.stalled() && self.recover(self.stall.pos) {
+            // The stuck slot now reads "abandoned": report it (or whatever is there now).
+            return self.claim(accept);
+        }
         if !self.peers.gone(&self.shared.mem) {
             return Err(TryRecvError::Empty);
         }
         // The producers left; what they published before leaving is visible now (the Acquire
         // in `gone`), so drain it first.
         match self.claim(accept) {
-            Err(TryRecvError::Empty) => Err(TryRecvError::Disconnected),
-            other => other,
+            Err(TryRecvError::Empty) => {}
+            other => return other,
         }
+        // Nothing more will come. A slot a dead producer claimed and never committed must be
+        // reported as lost before the disconnect, never hidden behind it: recover it now (its
+        // claimers are dead, so no stall time is needed).
+        if let Some(pos) = self.stuck() {
+            if self.recover(pos) {
+                return self.claim(accept);
+            }
+        }
+        Err(TryRecvError::Disconnected)
+    }
+
+    /// The cursor at `tail` if its slot is claimed by a producer and not committed.
+    fn stuck(&self) -> Option<u64> {
+        let mem = &self.shared.mem;
+        // Acquire (all three): as in `claim`; a snapshot, re-checked under the recovery lock.
+        let pos = mem.tail().load(Ordering::Acquire);
+        let claimed = mem.head().load(Ordering::Acquire).wrapping_sub(pos) as i64 > 0;
+        let idx = (pos & mem.geometry().mask()) as usize;
+        (claimed && mem.seq(idx).load(Ordering::Acquire) == pos).then_some(pos)
+    }
+
+    /// Whether the slot at `tail` has stayed claimed and uncommitted for a liveness interval
+    /// (`WaitOptions::liveness_check`), checked at most once per interval: time to look at
+    /// its claimer.
+    fn stalled(&mut self) -> bool {
+        let stuck = self.stuck();
+        if stuck.is_none() || stuck != Some(self.stall.pos) {
+            self.stall = Stall {
+                pos: stuck.unwrap_or(0),
+                ..Stall::default()
+            };
+            return false;
+        }
+        self.stall.polls = self.stall.polls.saturating_add(1);
+        if self.stall.polls < STALL_POLLS {
+            return false;
+        }
+        let now = Instant::now();
+        let since = *self.stall.since.get_or_insert(now);
+        if now.duration_since(since) < self.shared.wait.liveness() {
+            return false;
+        }
+        self.stall.since = Some(now);
+        true
+    }
+
+    /// Recovers the slot of cursor `pos` if every producer that recorded a claim on it is
+    /// provably dead: marks it abandoned and publishes it, so consumers step over it and report
+    /// the loss. Returns whether it did. A live claimer (slow, or stopped with SIGSTOP) is never
+    /// robbed. See `docs/crash-recovery.md`.
+    #[cold]
+    fn recover(&self, pos: u64) -> bool {
+        let mem = &self.shared.mem;
+        let header = mem.header();
+        let lock = &header.wait.recovery;
+        // Acquire: pairs with the Release that ends a previous recovery, so we see its writes.
+        let holder = lock.load(Ordering::Acquire);
+        if holder != 0 && EndpointWord(holder).is_alive() {
+            return false; // someone else is at it
+        }
+        // AcqRel: as above, and a dead holder's partial work is redone below (it is idempotent).
+        if lock
+            .compare_exchange(holder, self.reg.word(), Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        let done = self.recover_locked(pos);
+        // Release: pairs with the Acquire of the next recoverer.
+        lock.store(0, Ordering::Release);
+        if done {
+            wait::notify(mem, Side::Data);
+        }
+        done
+    }
+
+    fn recover_locked(&self, pos: u64) -> bool {
+        let mem = &self.shared.mem;
+        let header = mem.header();
+        let idx = (pos & mem.geometry().mask()) as usize;
+        // Acquire: `head` past `pos` synchronises with the winning claimer's CAS (every later
+        // CAS continues its release sequence), so its claim record is visible.
+        if mem.head().load(Ordering::Acquire).wrapping_sub(pos) as i64 <= 0 {
+            return false;
+        }
+        let wanted = pos.wrapping_add(1);
+        let mut owners = [0usize; crate::layout::MAX_ENDPOINTS];
+        let mut n = 0;
+        for (entry, e) in header.endpoints.iter().enumerate() {
+            // Relaxed: see above for why the winner's record is visible; a stale record of a
+            // live producer only delays recovery.
+            if e.claim.load(Ordering::Relaxed) == wanted {
+                // Acquire: pairs with the registrant's CAS.
+                let owner = EndpointWord(e.owner.load(Ordering::Acquire));
+                if owner.0 != 0 && owner.is_alive() {
+                    return false; // alive: slow or stopped, never robbed
+                }
+                owners[n] = entry;
+                n += 1;
+            }
+        }
+        if n == 0 {
+            return false; // unattributed: leave it (and the stall) visible
+        }
+        // The claimer is dead, so only we can write this slot now, provided it is still
+        // uncommitted. A compare-and-swap reads the latest value, so a claimer that committed
+        // before dying makes it fail. AcqRel/Acquire: as for the consumers' own loads.
+        if mem
+            .seq(idx)
+            .compare_exchange(pos, pos, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        // Relaxed: published by the Release store of the sequence word just below.
+        mem.len(idx).store(ABANDONED, Ordering::Relaxed);
+        // Release: pairs with the consumers' Acquire load of `seq` in `claim`.
+        mem.seq(idx).store(wanted, Ordering::Release);
+        for &entry in &owners[..n] {
+            // Relaxed: the record is evidence only; the slot is settled.
+            let _ = header.endpoints[entry].claim.compare_exchange(
+                wanted,
+                0,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        // Relaxed: a statistic.
+        header.wait.abandoned.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// The blocking read.
@@ -405,12 +592,14 @@ impl Consumer {
                 let len = mem.len(idx).load(Ordering::Relaxed);
                 let verdict = if len == SKIP {
                     Ok(false)
+                } else if len == ABANDONED {
+                    Err(None)
                 } else if len as usize > geo.slot_size {
-                    Err(Corruption::Length {
+                    Err(Some(Corruption::Length {
                         cursor: pos,
                         len,
                         max: geo.slot_size,
-                    })
+                    }))
                 } else {
                     accept(len as usize)?;
                     Ok(true)
@@ -428,9 +617,13 @@ impl Consumer {
                             self.release(pos, idx);
                             pos = pos.wrapping_add(1);
                         }
-                        Err(c) => {
+                        Err(Some(c)) => {
                             self.release(pos, idx);
                             return Err(TryRecvError::Corrupt(c));
+                        }
+                        Err(None) => {
+                            self.release(pos, idx);
+                            return Err(TryRecvError::Abandoned { cursor: pos });
                         }
                     },
                     Err(current) => pos = current,

@@ -128,6 +128,7 @@ macro_rules! endpoint_common {
 
             fn check_peers(&mut self) {
                 self.peers.rescan(&self.shared.mem);
+                self.liveness_tick();
             }
         }
 
@@ -272,6 +273,14 @@ pub(crate) use blocking_api;
 endpoint_common!(Producer);
 endpoint_common!(Consumer);
 blocking_api!(Producer, Consumer);
+
+impl Producer {
+    fn liveness_tick(&mut self) {}
+}
+
+impl Consumer {
+    fn liveness_tick(&mut self) {}
+}
 
 impl Producer {
     pub(crate) fn attach(shared: Arc<Shared>) -> Result<Producer, AttachError> {

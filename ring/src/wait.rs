@@ -130,6 +130,13 @@ impl WaitOptions {
     }
 }
 
+impl WaitOptions {
+    /// The liveness interval.
+    pub(crate) fn liveness(&self) -> Duration {
+        self.liveness
+    }
+}
+
 /// The deadline of a call with an optional timeout (a timeout too large for the clock is none).
 pub(crate) fn deadline(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
