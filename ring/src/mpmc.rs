@@ -418,10 +418,10 @@ impl Consumer {
         // Nothing more will come. A slot a dead producer claimed and never committed must be
         // reported as lost before the disconnect, never hidden behind it: recover it now (its
         // claimers are dead, so no stall time is needed).
-        if let Some(pos) = self.stuck() {
-            if self.recover(pos) {
-                return self.claim(accept);
-            }
+        if let Some(pos) = self.stuck()
+            && self.recover(pos)
+        {
+            return self.claim(accept);
         }
         Err(TryRecvError::Disconnected)
     }
