@@ -40,7 +40,8 @@ PY
     echo "SURVIVED $what"
     survived=1
   else
-    failed=$(grep -E '^    [a-z_0-9]+$' /tmp/mutant.log | sort -u | tr -d ' ' | paste -sd, - || true)
+    failed=$( (grep -E '^    [a-z_0-9]+$' /tmp/mutant.log; grep -oE '^[a-z_0-9]+ --- FAILED' /tmp/mutant.log | cut -d' ' -f1) \
+      | tr -d ' ' | sort -u | paste -sd, - || true)
     echo "killed   $what  (failed: ${failed:-build})"
   fi
 done

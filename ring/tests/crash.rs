@@ -180,6 +180,9 @@ fn mpmc_producer_stopped_after_its_claim_is_never_robbed() {
     });
 }
 
+/// A blocking receive on either kind of consumer.
+type Recv = Box<dyn FnMut(&mut [u8]) -> Result<usize, RecvError>>;
+
 /// A pseudo-random sequence (xorshift), so the kill points differ every iteration.
 fn next(x: &mut u64) -> u64 {
     *x ^= *x << 13;
@@ -232,7 +235,7 @@ fn random_kills(kind: Kind, iterations: u32) -> (u64, u32) {
             }
             1
         });
-        let mut rx: Box<dyn FnMut(&mut [u8]) -> Result<usize, RecvError>> = match kind {
+        let mut rx: Recv = match kind {
             Kind::Spsc => {
                 let mut r = ring.spsc_consumer().unwrap();
                 Box::new(move |b| r.recv(b))
