@@ -322,3 +322,68 @@ fn mpmc_blocking_never_loses_a_wake_up() {
         pb.join().unwrap();
     });
 }
+
+/// A producer sends one message and leaves, while the consumer makes one attempt (loom tries
+/// it at every point of the producer's run, with every value the memory model allows). The
+/// attempt may find the ring empty (too early) or the message, but never `Disconnected`: the
+/// departure is published by a Release decrement made after the message, and a consumer that
+/// Acquires it must see the message too. A second attempt after the join must then report the
+/// disconnect.
+fn disconnect_never_hides_a_message(kind: shmring::Kind) {
+    model(move || {
+        let ring = Ring::builder()
+            .kind(kind)
+            .capacity(2)
+            .slot_size(4)
+            .heap()
+            .create()
+            .unwrap();
+        let send: Box<dyn FnOnce() + Send> = match kind {
+            shmring::Kind::Spsc => {
+                let mut tx = ring.spsc_producer().unwrap();
+                Box::new(move || tx.try_send(&msg(0, 0)).unwrap())
+            }
+            _ => {
+                let mut tx = ring.mpmc_producer().unwrap();
+                Box::new(move || tx.try_send(&msg(0, 0)).unwrap())
+            }
+        };
+        let mut recv: Box<dyn FnMut(&mut [u8]) -> Result<usize, TryRecvError>> = match kind {
+            shmring::Kind::Spsc => {
+                let mut rx = ring.spsc_consumer().unwrap();
+                Box::new(move |b| rx.try_recv(b))
+            }
+            _ => {
+                let mut rx = ring.mpmc_consumer().unwrap();
+                Box::new(move |b| rx.try_recv(b))
+            }
+        };
+        // The endpoint drops at the end of the closure: the producer leaves.
+        let producer = thread::spawn(send);
+        let mut buf = [0u8; 4];
+        let got = match recv(&mut buf) {
+            Ok(n) => {
+                assert_eq!(check(&buf[..n]), (0, 0));
+                true
+            }
+            Err(TryRecvError::Empty) => false,
+            Err(e) => panic!("before the message: {e}"),
+        };
+        producer.join().unwrap();
+        if !got {
+            let n = recv(&mut buf).unwrap();
+            assert_eq!(check(&buf[..n]), (0, 0));
+        }
+        assert_eq!(recv(&mut buf), Err(TryRecvError::Disconnected));
+    });
+}
+
+#[test]
+fn spsc_disconnect_never_hides_a_message() {
+    disconnect_never_hides_a_message(shmring::Kind::Spsc);
+}
+
+#[test]
+fn mpmc_disconnect_never_hides_a_message() {
+    disconnect_never_hides_a_message(shmring::Kind::Mpmc);
+}
