@@ -45,6 +45,7 @@ fn status_json(b: &Backing, s: &Status) -> Value {
         "creator": s.creator.map(|(pid, alive)| json!({"pid": pid, "alive": alive})),
         "sleepers": {"consumers": s.sleepers[0], "producers": s.sleepers[1]},
         "attached": {"producers": s.attached[0], "consumers": s.attached[1]},
+        "abandoned": s.abandoned,
         "endpoints": endpoints_json(s),
     })
 }
@@ -143,6 +144,12 @@ pub(crate) fn inspect(b: &Backing, ring: &Ring, as_json: bool) {
         "attached   {} producer(s), {} consumer(s)   asleep: {} consumer(s), {} producer(s)",
         s.attached[0], s.attached[1], s.sleepers[0], s.sleepers[1]
     );
+    if s.abandoned > 0 {
+        println!(
+            "abandoned  {} message(s) lost to producers that died mid-claim (slots recovered)",
+            s.abandoned
+        );
+    }
     if s.endpoints.is_empty() {
         println!("endpoints  none");
     }
