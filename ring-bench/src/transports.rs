@@ -444,9 +444,12 @@ fn shm_throughput(t: Transport, size: usize, window: Duration) -> Result<f64, St
                 let msgs: Vec<&[u8]> = batch.chunks(size).collect();
                 let mut sent = 0;
                 while sent < msgs.len() {
-                    sent += tx
-                        .try_send_batch(&msgs[sent..])
-                        .map_err(|e| e.to_string())?;
+                    sent += match tx.try_send_batch(&msgs[sent..]) {
+                        Ok(n) => n,
+                        // The consumer finished its window and left.
+                        Err(e) if e.is_disconnected() => return Ok(()),
+                        Err(e) => return Err(e.to_string()),
+                    };
                     if !running() {
                         return Ok(());
                     }

@@ -246,17 +246,18 @@ pub(crate) fn register(
     placement: Placement,
 ) -> Result<Registration, AttachError> {
     let (reg, replaced) = claim_entry(mem.header(), role, placement)?;
-    // Relaxed (all three): counts and bits are only compared with zero; a peer that acts on
-    // them synchronises through the entries or through a later Release decrement.
+    // Relaxed (both counts): only compared with zero; ordered for peers by the `seen` Release
+    // below, or by a later Release decrement.
     if let Some(dead) = EndpointWord(replaced).role().filter(|_| replaced != 0) {
         // The entry's dead holder never detached: its count goes with it.
         mem.attached(dead).fetch_sub(1, Ordering::Relaxed);
     }
     mem.attached(role).fetch_add(1, Ordering::Relaxed);
+    // Release, after the increment: pairs with the Acquire in `seen` (see `Peers::gone`).
     mem.header()
         .wait
         .seen
-        .fetch_or(seen_bit(role), Ordering::Relaxed);
+        .fetch_or(seen_bit(role), Ordering::Release);
     announce(mem);
     Ok(reg)
 }
@@ -381,10 +382,16 @@ impl Peers {
     /// cached.
     #[inline]
     pub(crate) fn gone(&mut self, mem: &RingMem) -> bool {
+        // The sticky bit first: a peer that is still arriving increments its count *before*
+        // setting the bit (Release), so a checker that sees the bit (Acquire) also sees that
+        // increment, and a count of 0 read after it means the peers left, not "not yet here".
+        if !seen(mem.header(), self.role) {
+            return false;
+        }
         // Acquire: pairs with the Release decrement in `deregister`: if it reads the 0 left by
         // the last peer to leave, everything the peers published or released is visible.
         if mem.attached(self.role).load(Ordering::Acquire) == 0 {
-            return seen(mem.header(), self.role);
+            return true;
         }
         // Relaxed: compared only; a change voids the verdict until the next check.
         self.dead && mem.registry_gen().load(Ordering::Relaxed) == self.generation
@@ -415,8 +422,9 @@ impl Peers {
 
 /// Whether a `role` endpoint ever attached.
 fn seen(header: &Header, role: Role) -> bool {
-    // Relaxed: a sticky bit, set before the count it accompanies was first incremented.
-    header.wait.seen.load(Ordering::Relaxed) & seen_bit(role) != 0
+    // Acquire: pairs with the Release `fetch_or` in `register`, made after the registrant's
+    // count increment (see `Peers::gone`).
+    header.wait.seen.load(Ordering::Acquire) & seen_bit(role) != 0
 }
 
 /// One attached endpoint, as the registry records it.

@@ -323,6 +323,9 @@ fn mpmc_blocking_never_loses_a_wake_up() {
     });
 }
 
+/// A non-blocking receive on either kind of consumer.
+type TryRecv = Box<dyn FnMut(&mut [u8]) -> Result<usize, TryRecvError>>;
+
 /// A producer sends one message and leaves, while the consumer makes one attempt (loom tries
 /// it at every point of the producer's run, with every value the memory model allows). The
 /// attempt may find the ring empty (too early) or the message, but never `Disconnected`: the
@@ -348,7 +351,7 @@ fn disconnect_never_hides_a_message(kind: shmring::Kind) {
                 Box::new(move || tx.try_send(&msg(0, 0)).unwrap())
             }
         };
-        let mut recv: Box<dyn FnMut(&mut [u8]) -> Result<usize, TryRecvError>> = match kind {
+        let mut recv: TryRecv = match kind {
             shmring::Kind::Spsc => {
                 let mut rx = ring.spsc_consumer().unwrap();
                 Box::new(move |b| rx.try_recv(b))
