@@ -557,14 +557,20 @@ impl Consumer {
         })
         .unwrap_or(Err(TryRecvError::Empty))
         .map_err(RecvError::from_try)?;
+        Ok(self.guard(pos, idx, len))
+    }
+
+    /// The receive guard over claimed cursor `pos` in slot `idx`, holding `len` bytes.
+    #[inline(always)]
+    fn guard(&mut self, pos: u64, idx: usize, len: usize) -> ReadSlot<'_> {
         let token = Some(self.mem().cells().read(idx));
-        Ok(ReadSlot {
+        ReadSlot {
             consumer: self,
             pos,
             idx,
             len,
             token,
-        })
+        }
     }
 
     /// Claims the next committed message whose length `accept` approves. Skip markers and
@@ -672,14 +678,7 @@ impl Consumer {
     #[inline(always)]
     pub fn try_read(&mut self) -> Result<ReadSlot<'_>, TryRecvError> {
         let (pos, idx, len) = self.claim_checked(|_| Ok(()))?;
-        let token = Some(self.mem().cells().read(idx));
-        Ok(ReadSlot {
-            consumer: self,
-            pos,
-            idx,
-            len,
-            token,
-        })
+        Ok(self.guard(pos, idx, len))
     }
 
     /// Copies the next message into `buf` and returns its length.

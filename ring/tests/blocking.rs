@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{kill, reap, spawn, with_watchdog};
+use common::{kill, park_forever, reap, spawn, stamp, unstamp, with_watchdog};
 use shmring::{
     ClaimError, Kind, RecvError, Ring, SendError, TryClaimError, TryRecvError, TrySendError,
     WaitOptions, mpmc, spsc,
@@ -36,35 +36,9 @@ fn ring(kind: Kind, capacity: u64) -> Ring {
         .unwrap()
 }
 
-fn stamp(i: u64) -> [u8; 16] {
-    let mut m = [0u8; 16];
-    m[..8].copy_from_slice(&i.to_le_bytes());
-    m[8..].copy_from_slice(&(!i).to_le_bytes());
-    m
-}
-
-fn unstamp(m: &[u8]) -> u64 {
-    assert_eq!(m.len(), 16);
-    let i = u64::from_le_bytes(m[..8].try_into().unwrap());
-    assert_eq!(
-        u64::from_le_bytes(m[8..].try_into().unwrap()),
-        !i,
-        "torn message"
-    );
-    i
-}
-
 fn pause_ms(ms: u32) {
     // SAFETY: usleep has no memory preconditions.
     unsafe { libc::usleep(ms * 1000) };
-}
-
-/// Parks a child until it is killed.
-fn park_forever() -> ! {
-    loop {
-        // SAFETY: pause has no preconditions.
-        unsafe { libc::pause() };
-    }
 }
 
 /// The two algorithms' endpoints behind one interface.

@@ -15,7 +15,7 @@ mod common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{kill, reap, spawn, wait_until, with_watchdog};
+use common::{kill, park_forever, reap, spawn, stamp, unstamp, wait_until, with_watchdog};
 use shmring::{Kind, RecvError, Ring, TryRecvError, WaitOptions};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -37,24 +37,6 @@ fn ring(kind: Kind, capacity: u64) -> Ring {
         .wait(quick())
         .create()
         .unwrap()
-}
-
-fn stamp(i: u64) -> [u8; 16] {
-    let mut m = [0u8; 16];
-    m[..8].copy_from_slice(&i.to_le_bytes());
-    m[8..].copy_from_slice(&(!i).to_le_bytes());
-    m
-}
-
-fn unstamp(m: &[u8]) -> u64 {
-    assert_eq!(m.len(), 16, "torn length");
-    let i = u64::from_le_bytes(m[..8].try_into().unwrap());
-    assert_eq!(
-        u64::from_le_bytes(m[8..].try_into().unwrap()),
-        !i,
-        "torn message"
-    );
-    i
 }
 
 /// Words shared with children, in an anonymous mapping made before the fork.
@@ -95,13 +77,6 @@ impl Flags {
 fn signal(pid: libc::pid_t, sig: libc::c_int) {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid, sig) };
-}
-
-fn park_forever() -> ! {
-    loop {
-        // SAFETY: pause has no preconditions.
-        unsafe { libc::pause() };
-    }
 }
 
 #[test]

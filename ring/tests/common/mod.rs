@@ -142,3 +142,31 @@ pub fn kill(pid: libc::pid_t) {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid, libc::SIGKILL) };
 }
+
+/// A 16-byte message numbered `i`: the number, then its complement (a torn message shows).
+pub fn stamp(i: u64) -> [u8; 16] {
+    let mut m = [0u8; 16];
+    m[..8].copy_from_slice(&i.to_le_bytes());
+    m[8..].copy_from_slice(&(!i).to_le_bytes());
+    m
+}
+
+/// The number of a [`stamp`]ed message, checking that it is whole.
+pub fn unstamp(m: &[u8]) -> u64 {
+    assert_eq!(m.len(), 16, "torn length");
+    let i = u64::from_le_bytes(m[..8].try_into().unwrap());
+    assert_eq!(
+        u64::from_le_bytes(m[8..].try_into().unwrap()),
+        !i,
+        "torn message"
+    );
+    i
+}
+
+/// Parks a forked child until it is killed.
+pub fn park_forever() -> ! {
+    loop {
+        // SAFETY: pause has no preconditions.
+        unsafe { libc::pause() };
+    }
+}
