@@ -88,14 +88,14 @@ pub struct Consumer {
 struct Stall {
     /// The cursor of the stuck slot.
     pos: u64,
-    /// Consecutive "empty" polls that found it stuck.
+    /// "Empty" polls since this consumer last looked at the slot at `tail`.
     polls: u32,
     /// When this consumer first (or last) checked its claimer's liveness.
     since: Option<Instant>,
 }
 
-/// "Empty" polls at one stuck slot before the clock is consulted: a producer between claim and
-/// commit is the normal state of a busy ring, and must cost nothing.
+/// "Empty" polls between two looks at the slot at `tail` (and the clock): a producer between
+/// claim and commit is the normal state of a busy ring, and must cost nothing.
 const STALL_POLLS: u32 = 1024;
 
 endpoint_common!(Producer);
@@ -440,25 +440,33 @@ impl Consumer {
     /// (`WaitOptions::liveness_check`), checked at most once per interval: time to look at
     /// its claimer.
     fn stalled(&mut self) -> bool {
-        let stuck = self.stuck();
-        if stuck.is_none() || stuck != Some(self.stall.pos) {
-            self.stall = Stall {
-                pos: stuck.unwrap_or(0),
-                ..Stall::default()
-            };
-            return false;
-        }
+        // Look only every STALL_POLLS empty polls: a claim in progress is the normal state of
+        // a busy ring, and looking costs three loads of contended lines.
         self.stall.polls = self.stall.polls.saturating_add(1);
         if self.stall.polls < STALL_POLLS {
             return false;
         }
-        let now = Instant::now();
-        let since = *self.stall.since.get_or_insert(now);
-        if now.duration_since(since) < self.shared.wait.liveness() {
+        self.stall.polls = 0;
+        let Some(pos) = self.stuck() else {
+            self.stall.since = None;
             return false;
+        };
+        let now = Instant::now();
+        match self.stall.since {
+            Some(since) if pos == self.stall.pos => {
+                if now.duration_since(since) < self.shared.wait.liveness() {
+                    return false;
+                }
+                self.stall.since = Some(now);
+                true
+            }
+            _ => {
+                // A new stuck slot: start its clock.
+                self.stall.pos = pos;
+                self.stall.since = Some(now);
+                false
+            }
         }
-        self.stall.since = Some(now);
-        true
     }
 
     /// Recovers the slot of cursor `pos` if every producer that recorded a claim on it is
