@@ -2,7 +2,7 @@
 //!
 //! # The data path
 //!
-//! A message travels through five layers, and the modules follow it in that order:
+//! A message travels through five layers (the fifth only when a side waits), and the modules follow it in that order:
 //!
 //! 1. **segment** — memory both processes can see: a POSIX object (`shm_open` + `mmap`), a
 //!    System V segment (`shmget` + `shmat`), an anonymous mapping inherited across `fork`, or
@@ -19,6 +19,14 @@
 //!    (of the consumer cursor in SPSC, of the sequence word in MPMC) that the producer acquires
 //!    before reusing the slot. Nothing on this path makes a system call, allocates, or takes a
 //!    lock, and no reader can see a half-written message.
+//! 5. **wait** — the blocking calls (`send`, `recv`, `claim`, `read`, with `_timeout` forms):
+//!    spin, yield, then sleep on a futex word in the segment. After each publish or release the
+//!    other side checks one word and makes a system call only if someone sleeps. Sleeps are
+//!    bounded by a liveness check, so a peer that died is reported as `Disconnected`, and an
+//!    MPMC slot whose producer died mid-claim is recovered and reported as `Abandoned`.
+//!
+//! Beside the path, [`admin`] lists, inspects, checks and garbage-collects segments (the
+//! `shmring` command is built on it).
 //!
 //! The copy calls (`try_send`, `try_recv`) are built on the two-phase ones (`try_claim` →
 //! [`commit`](spsc::WriteSlot::commit); `try_read` → a guard that releases on drop).
