@@ -367,6 +367,8 @@ mod futex {
     use super::Pair;
     use crate::sync::Ordering;
 
+    // The `unwrap`s below are on loom's mutex and condition variable, which fail only if a
+    // model thread panicked while holding the lock: the model has failed already.
     pub(super) fn wait(pair: &Pair<'_>, expected: u32, _timeout: Option<Duration>) {
         let guard = pair.shadow.lock.lock().unwrap();
         // Relaxed: the mutex orders it against `wake`, as the kernel's hash-bucket lock does.
