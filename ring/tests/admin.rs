@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -31,8 +29,7 @@ fn my_tag() -> u64 {
 }
 
 fn poke(unique: &Unique, offset: u64, value: u64) {
-    let f = OpenOptions::new().write(true).open(unique.path()).unwrap();
-    f.write_all_at(&value.to_le_bytes(), offset).unwrap();
+    unique.poke(offset, &value.to_le_bytes());
 }
 
 /// A pid that belonged to a process now reaped.
@@ -185,8 +182,7 @@ fn check_reports_broken_invariants() {
     assert!(ring.check().iter().all(|f| !f.error), "{:?}", ring.check());
     // Slot 0's length word (SPSC: the u32 at offset 0 of the slot at 8192) beyond the slot
     // size.
-    let f = OpenOptions::new().write(true).open(unique.path()).unwrap();
-    f.write_all_at(&999u32.to_le_bytes(), 8192).unwrap();
+    unique.poke(8192, &999u32.to_le_bytes());
     let findings = ring.check();
     assert!(
         findings

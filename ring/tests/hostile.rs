@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use common::{Unique, reap, spawn, stamp, unstamp, with_watchdog};
@@ -21,8 +19,7 @@ const TAIL: u64 = 256;
 const SLOTS: u64 = 8192;
 
 fn poke(u: &Unique, offset: u64, bytes: &[u8]) {
-    let f = OpenOptions::new().write(true).open(u.path()).unwrap();
-    f.write_all_at(bytes, offset).unwrap();
+    u.poke(offset, bytes);
 }
 
 #[test]

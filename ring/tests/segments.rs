@@ -5,7 +5,7 @@
 mod common;
 
 use std::fs::OpenOptions;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use common::{Unique, with_watchdog};
@@ -17,8 +17,7 @@ use shmring::{
 const SHORT: Duration = Duration::from_millis(50);
 
 fn poke(u: &Unique, offset: u64, bytes: &[u8]) {
-    let f = OpenOptions::new().write(true).open(u.path()).unwrap();
-    f.write_all_at(bytes, offset).unwrap();
+    u.poke(offset, bytes);
 }
 
 fn spsc(u: &Unique) -> shmring::RingBuilder {

@@ -43,6 +43,16 @@ impl Unique {
         format!("/dev/shm{}", self.name()).into()
     }
 
+    /// Writes `bytes` at `offset` of a POSIX segment, as another process could.
+    pub fn poke(&self, offset: u64, bytes: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.path())
+            .unwrap();
+        f.write_all_at(bytes, offset).unwrap();
+    }
+
     pub fn builder(&self) -> shmring::RingBuilder {
         shmring::Ring::builder().backing(self.backing.clone())
     }
