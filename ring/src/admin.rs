@@ -52,6 +52,9 @@ pub struct Status {
     pub attached: [u32; 2],
     /// MPMC: messages lost to producers that died between claim and commit (recovered slots).
     pub abandoned: u64,
+    /// MPMC: slots taken back from consumers that died holding them unreleased (a read
+    /// guard); their messages had been delivered to the dead consumer.
+    pub reclaimed: u64,
 }
 
 impl Status {
@@ -127,6 +130,7 @@ impl Ring {
                 mem.attached(Role::Consumer).load(Ordering::Relaxed),
             ],
             abandoned: wait.abandoned.load(Ordering::Relaxed),
+            reclaimed: wait.reclaimed.load(Ordering::Relaxed),
         }
     }
 

@@ -28,6 +28,7 @@ use crate::wait;
 
 const ROLE_SHIFT: u32 = 32;
 const START_SHIFT: u32 = 34;
+#[cfg_attr(loom, allow(dead_code))] // liveness comes from `sync::death` under loom
 const START_MODULUS: u64 = (1 << 30) - 1;
 
 /// Attempts at claiming a contended entry before giving up: only a process flipping the word
@@ -47,10 +48,20 @@ impl EndpointWord {
         EndpointWord(u64::from(pid) | role << ROLE_SHIFT | start_tag << START_SHIFT)
     }
 
+    /// Declares the process this word names dead (loom models only; `sync::death`).
+    #[cfg(loom)]
+    pub(crate) fn declare_dead(self) {
+        crate::sync::death::declare_dead(self.start_tag());
+    }
+
     /// This process in `role`.
     pub(crate) fn current(role: Role) -> EndpointWord {
         // SAFETY: getpid has no preconditions and cannot fail.
         let pid = unsafe { libc::getpid() } as u32;
+        // Under loom every endpoint is its own "process" (`sync::death`).
+        #[cfg(loom)]
+        let tag = crate::sync::death::identity();
+        #[cfg(not(loom))]
         let tag = match read_stat(pid) {
             StatRead::Found { start, .. } => start_tag(start),
             _ => 0,
@@ -78,30 +89,37 @@ impl EndpointWord {
     /// Errs on the side of "alive" when it cannot tell, so a live endpoint is never robbed.
     pub(crate) fn is_alive(self) -> bool {
         let pid = self.pid();
-        if pid == 0 || pid > i32::MAX as u32 {
-            return false;
-        }
-        match read_stat(pid) {
-            StatRead::Found { state, start } => {
-                !matches!(state, b'Z' | b'X' | b'x')
-                    && (self.start_tag() == 0 || self.start_tag() == start_tag(start))
+        #[cfg(loom)]
+        return pid != 0 && crate::sync::death::is_alive(self.start_tag());
+        #[cfg(not(loom))]
+        {
+            if pid == 0 || pid > i32::MAX as u32 {
+                return false;
             }
-            StatRead::NoSuchProcess => false,
-            StatRead::Unreadable => {
-                // No /proc: fall back to kill(pid, 0), which cannot see pid reuse.
-                !matches!(
-                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None),
-                    Err(nix::errno::Errno::ESRCH)
-                )
+            match read_stat(pid) {
+                StatRead::Found { state, start } => {
+                    !matches!(state, b'Z' | b'X' | b'x')
+                        && (self.start_tag() == 0 || self.start_tag() == start_tag(start))
+                }
+                StatRead::NoSuchProcess => false,
+                StatRead::Unreadable => {
+                    // No /proc: fall back to kill(pid, 0), which cannot see pid reuse.
+                    !matches!(
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None),
+                        Err(nix::errno::Errno::ESRCH)
+                    )
+                }
             }
         }
     }
 }
 
+#[cfg_attr(loom, allow(dead_code))] // liveness comes from `sync::death` under loom
 fn start_tag(start: u64) -> u64 {
     start % START_MODULUS + 1
 }
 
+#[cfg_attr(loom, allow(dead_code))] // liveness comes from `sync::death` under loom
 enum StatRead {
     Found { state: u8, start: u64 },
     NoSuchProcess,
@@ -110,6 +128,7 @@ enum StatRead {
 
 /// Reads `/proc/PID/stat` with raw syscalls into stack buffers (async-signal-safe, no
 /// allocation) and extracts the state (field 3) and start time (field 22).
+#[cfg_attr(loom, allow(dead_code))] // liveness comes from `sync::death` under loom
 fn read_stat(pid: u32) -> StatRead {
     let mut path = [0u8; 32];
     let mut n = 0;
@@ -170,6 +189,7 @@ fn read_stat(pid: u32) -> StatRead {
     })
 }
 
+#[cfg_attr(loom, allow(dead_code))] // liveness comes from `sync::death` under loom
 fn proc_mounted() -> bool {
     // SAFETY: NUL-terminated literal path.
     unsafe { libc::access(c"/proc/self/stat".as_ptr(), libc::F_OK) == 0 }
@@ -177,6 +197,7 @@ fn proc_mounted() -> bool {
 
 /// Parses `pid (comm) S ppid ... starttime ...`; `comm` may contain spaces and parentheses, so
 /// fields are counted from the last `)`.
+#[cfg_attr(loom, allow(dead_code))] // liveness comes from `sync::death` under loom
 fn parse_stat(stat: &[u8]) -> Option<(u8, u64)> {
     let close = stat.iter().rposition(|&b| b == b')')?;
     let mut fields = stat[close + 1..]
@@ -245,7 +266,7 @@ pub(crate) fn register(
     role: Role,
     placement: Placement,
 ) -> Result<Registration, AttachError> {
-    let (reg, replaced) = claim_entry(mem.header(), role, placement)?;
+    let (reg, replaced) = claim_entry(mem, role, placement)?;
     // Relaxed (both counts): only compared with zero; ordered for peers by the `seen` Release
     // below, or by a later Release decrement.
     if let Some(dead) = EndpointWord(replaced).role().filter(|_| replaced != 0) {
@@ -264,10 +285,11 @@ pub(crate) fn register(
 
 /// Claims an entry; returns the registration and the word it replaced (0 if it was free).
 fn claim_entry(
-    header: &Header,
+    mem: &RingMem,
     role: Role,
     placement: Placement,
 ) -> Result<(Registration, u64), AttachError> {
+    let header = mem.header();
     let me = EndpointWord::current(role).0;
     let try_claim = |entry: usize, expected: u64| {
         // AcqRel on success: Acquire pairs with the Release in `deregister` (or the dead owner's
@@ -305,12 +327,22 @@ fn claim_entry(
             }
             for entry in 0..MAX_ENDPOINTS {
                 let cur = header.endpoints[entry].owner.load(Ordering::Acquire);
-                // An entry that still records an in-flight claim is evidence a consumer needs to
-                // recover the slot: leave it until the recovery clears it.
+                if cur == 0 || EndpointWord(cur).is_alive() {
+                    continue;
+                }
+                // A dead entry whose claim record names a slot still stuck on it is the
+                // evidence a peer needs to recover that slot: leave it until the recovery
+                // clears the record. A record of a settled claim (the process died after
+                // finishing it, or before its claim CAS) is debris: take the entry over and
+                // erase it, or a stream of crashes would fill the registry.
                 // Relaxed: a hint; the recovery re-reads under its lock.
-                let claim = header.endpoints[entry].claim.load(Ordering::Relaxed);
-                if cur != 0 && claim == 0 && !EndpointWord(cur).is_alive() && try_claim(entry, cur)
-                {
+                let claim = mem.claim(entry).load(Ordering::Relaxed);
+                if claim != 0 && stuck_on(mem, EndpointWord(cur).role(), claim.wrapping_sub(1)) {
+                    continue;
+                }
+                if try_claim(entry, cur) {
+                    // Relaxed: our own entry now; the record is re-written before our claims.
+                    mem.claim(entry).store(0, Ordering::Relaxed);
                     return Ok((Registration { entry, word: me }, cur));
                 }
             }
@@ -319,13 +351,33 @@ fn claim_entry(
     }
 }
 
+/// Whether the slot of MPMC cursor `pos` is stuck on a claim by an endpoint of `role`: claimed
+/// and uncommitted (a producer's), or claimed for reading and unreleased (a consumer's).
+fn stuck_on(mem: &RingMem, role: Option<Role>, pos: u64) -> bool {
+    if mem.geometry().kind != crate::layout::Kind::Mpmc {
+        return false; // SPSC rings keep no claim records; a value here is forged debris
+    }
+    let idx = (pos & mem.geometry().mask()) as usize;
+    // Acquire (all): as in `mpmc`; a snapshot: a recoverer re-checks everything under its lock.
+    let (cursor, stuck_seq) = match role {
+        Some(Role::Producer) => (mem.head(), pos),
+        Some(Role::Consumer) => (mem.tail(), pos.wrapping_add(1)),
+        None => return false,
+    };
+    cursor.load(Ordering::Acquire).wrapping_sub(pos) as i64 > 0
+        && mem.seq(idx).load(Ordering::Acquire) == stuck_seq
+}
+
 /// Frees the entry, unless someone took it over (believing us dead), and tells the peers.
 pub(crate) fn deregister(mem: &RingMem, reg: &Registration) {
+    // A loom model "killed" this endpoint: a dead process detaches nothing.
+    #[cfg(loom)]
+    if !EndpointWord(reg.word).is_alive() {
+        return;
+    }
     // Relaxed: a live endpoint has no claim in flight when it detaches (a claim borrows it);
     // this only erases an intent left by a claim attempt that found the ring full.
-    mem.header().endpoints[reg.entry]
-        .claim
-        .store(0, Ordering::Relaxed);
+    mem.claim(reg.entry).store(0, Ordering::Relaxed);
     // Release: pairs with the Acquire of the next registrant, publishing our last cursor writes.
     let still_ours = mem.header().endpoints[reg.entry]
         .owner

@@ -137,9 +137,10 @@ pub(crate) struct CursorLine {
 #[repr(C, align(128))]
 pub(crate) struct EndpointEntry {
     pub(crate) owner: raw::AtomicU64,
-    /// MPMC producers: `pos + 1` of the cursor this endpoint is claiming or has claimed and not
-    /// yet committed; 0 when none. Written only by the entry's owner (and cleared by a
-    /// recoverer once the owner is proven dead), so a stuck slot can be attributed
+    /// MPMC: `pos + 1` of the cursor this endpoint is claiming or holds (a producer: claimed and
+    /// not yet committed; a consumer: claimed and not yet released); 0 when none. Written only
+    /// by the entry's owner (and cleared by a recoverer once the owner is proven dead, or by
+    /// the next owner once the claim is settled), so a stuck slot can be attributed
     /// (`docs/crash-recovery.md`).
     pub(crate) claim: raw::AtomicU64,
     _reserved: [u8; LINE - 16],
@@ -176,7 +177,10 @@ pub(crate) struct WaitLine {
     pub(crate) recovery: raw::AtomicU64,
     /// MPMC slots recovered from producers that died between claim and commit, ever.
     pub(crate) abandoned: raw::AtomicU64,
-    _pad0: [u8; 64 - 40],
+    /// MPMC slots taken back from consumers that died holding them unreleased (a read guard),
+    /// ever. Their messages had been delivered to the dead consumer.
+    pub(crate) reclaimed: raw::AtomicU64,
+    _pad0: [u8; 64 - 48],
     /// Producers sleep here for free slots; consumers wake them after releasing.
     pub(crate) space: WaitPair,
     _pad1: [u8; 64 - 8],
@@ -224,6 +228,7 @@ const _: () = {
     assert!(offset_of!(WaitLine, attached) == 16);
     assert!(offset_of!(WaitLine, recovery) == 24);
     assert!(offset_of!(WaitLine, abandoned) == 32);
+    assert!(offset_of!(WaitLine, reclaimed) == 40);
     assert!(offset_of!(EndpointEntry, claim) == 8);
     assert!(offset_of!(WaitLine, space) == 64);
     assert!(offset_of!(Header, endpoints) == 512);
@@ -355,6 +360,7 @@ pub(crate) unsafe fn init(base: NonNull<u8>, geo: &Geometry, creator: u64) {
             }
         }
     }
+    crate::hooks::before_ready();
     // Release: pairs with the Acquire load in `read_ready` (openers): every field and slot word
     // written above is visible to whoever sees the version.
     // SAFETY: as above.
@@ -486,6 +492,8 @@ struct Shadow {
     data: crate::wait::ShadowPair,
     space: crate::wait::ShadowPair,
     attached: [AtomicU32; 2],
+    claims: Box<[AtomicU64]>,
+    recovery: AtomicU64,
 }
 
 /// A validated ring in memory: the base address plus its geometry, with typed accessors for
@@ -531,6 +539,8 @@ impl RingMem {
                 data: crate::wait::ShadowPair::new(),
                 space: crate::wait::ShadowPair::new(),
                 attached: [AtomicU32::new(0), AtomicU32::new(0)],
+                claims: (0..MAX_ENDPOINTS).map(|_| AtomicU64::new(0)).collect(),
+                recovery: AtomicU64::new(0),
             },
         }
     }
@@ -606,6 +616,25 @@ impl RingMem {
         return &self.shadow.attached[i];
         #[cfg(not(loom))]
         &self.header().wait.attached[i]
+    }
+
+    /// The in-flight claim record of registry entry `entry` (`EndpointEntry::claim`). Crash
+    /// recovery reads it to attribute a stuck slot, so loom models it.
+    #[inline(always)]
+    pub(crate) fn claim(&self, entry: usize) -> &AtomicU64 {
+        #[cfg(loom)]
+        return &self.shadow.claims[entry];
+        #[cfg(not(loom))]
+        &self.header().endpoints[entry].claim
+    }
+
+    /// The MPMC recovery lock (`WaitLine::recovery`).
+    #[inline]
+    pub(crate) fn recovery(&self) -> &AtomicU64 {
+        #[cfg(loom)]
+        return &self.shadow.recovery;
+        #[cfg(not(loom))]
+        &self.header().wait.recovery
     }
 
     /// The registry generation (`WaitLine::registry_gen`): bumped on every registry change. A

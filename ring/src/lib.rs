@@ -102,3 +102,14 @@ pub use wait::{FALLBACK_SLICE, WaitOptions};
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
+
+#[doc(hidden)]
+pub mod hooks;
+
+/// Hooks for the loom models of crash recovery (`tests/loom.rs`); not part of the API.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod __loom {
+    pub use crate::sync::Step;
+    pub use crate::sync::death::{Died, crash_at, die_here};
+}

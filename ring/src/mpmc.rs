@@ -24,8 +24,13 @@
 //! stale read when the cursors were Relaxed.)
 //!
 //! A claim dropped without a commit still publishes its slot, marked with a length of
-//! `u32::MAX` ("skip"), so consumers step over it instead of waiting forever. (A process that
-//! dies between claim and commit does stall its slot: crash recovery is a separate layer.)
+//! `u32::MAX` ("skip"), so consumers step over it instead of waiting forever.
+//!
+//! Crash recovery: every endpoint records the cursor it is claiming in its registry entry
+//! before its claim CAS, and clears it once the slot is handed on. A slot that stays stuck on a
+//! claim whose every recorder is provably dead is settled by a peer: a consumer marks a dead
+//! producer's slot abandoned (consumers then report the loss), a producer releases a slot a dead
+//! consumer held (counted as reclaimed). See [`recover`] and `docs/crash-recovery.md`.
 //!
 //! Every sequence word and length read from the segment is checked against the states above;
 //! anything else is reported as [`Corruption`], never trusted.
@@ -33,7 +38,7 @@
 use core::mem::size_of;
 use core::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::endpoint::EndpointWord;
 use crate::endpoint::{self, Peers, Placement, Registration};
@@ -45,7 +50,7 @@ use crate::layout::{ABANDONED, RingMem, SKIP};
 use crate::plain::Plain;
 use crate::ring::Shared;
 use crate::spsc::{blocking_api, endpoint_common};
-use crate::sync::{AccessToken, Ordering};
+use crate::sync::{AccessToken, AtomicU64, Ordering, Step, crash_point, dying};
 use crate::wait::{self, Side};
 
 /// A sending end of an MPMC ring; any number may attach, from any processes.
@@ -69,6 +74,9 @@ pub struct Producer {
     reg: Registration,
     /// The consumers, as last seen in the registry.
     peers: Peers,
+    /// How long the slot at `head` has been held by a consumer, as seen by this producer
+    /// (crash recovery).
+    stall: Stall,
 }
 
 /// A receiving end of an MPMC ring; any number may attach, from any processes.
@@ -83,32 +91,70 @@ pub struct Consumer {
     stall: Stall,
 }
 
-/// A consumer's view of a claimed-but-uncommitted slot it keeps finding.
+/// An endpoint's view of a stuck slot it keeps finding: a consumer's of a slot claimed and not
+/// committed, a producer's of a slot read and not released.
 #[derive(Debug, Default)]
 struct Stall {
     /// The cursor of the stuck slot.
     pos: u64,
-    /// "Empty" polls since this consumer last looked at the slot at `tail`.
+    /// "Empty" (or "full") polls since this endpoint last looked.
     polls: u32,
-    /// When this consumer first (or last) checked its claimer's liveness.
+    /// When this endpoint first (or last) checked the slot's claimers.
     since: Option<Instant>,
 }
 
-/// "Empty" polls between two looks at the slot at `tail` (and the clock): a producer between
-/// claim and commit is the normal state of a busy ring, and must cost nothing.
-const STALL_POLLS: u32 = 1024;
+/// Polls between two looks at a possibly stuck slot (and the clock): a claim in progress is the
+/// normal state of a busy ring, and must cost nothing. (1 under loom, where paths are short.)
+const STALL_POLLS: u32 = if cfg!(loom) { 1 } else { 1024 };
+
+impl Stall {
+    /// Whether the slot `stuck` names has stayed stuck for a liveness interval, checked at most
+    /// once per interval: time to look at its claimers. `stuck` is only called every
+    /// [`STALL_POLLS`] polls.
+    fn due(&mut self, interval: Duration, stuck: impl FnOnce() -> Option<u64>) -> bool {
+        self.polls = self.polls.saturating_add(1);
+        if self.polls < STALL_POLLS {
+            return false;
+        }
+        self.polls = 0;
+        let Some(pos) = stuck() else {
+            self.since = None;
+            return false;
+        };
+        let now = Instant::now();
+        match self.since {
+            Some(since) if pos == self.pos => {
+                // Under loom the clock is not part of the model: a second look is enough.
+                if !cfg!(loom) && now.duration_since(since) < interval {
+                    return false;
+                }
+                self.since = Some(now);
+                true
+            }
+            _ => {
+                // A new stuck slot: start its clock.
+                self.pos = pos;
+                self.since = Some(now);
+                false
+            }
+        }
+    }
+}
 
 endpoint_common!(Producer);
 endpoint_common!(Consumer);
 blocking_api!(Producer, Consumer);
 
 impl Producer {
-    fn liveness_tick(&mut self) {}
+    /// A sleeping blocking call polls rarely: let its liveness checks count as enough polls
+    /// to consult the clock about a stuck slot.
+    fn liveness_tick(&mut self) {
+        self.stall.polls = self.stall.polls.max(STALL_POLLS);
+    }
 }
 
 impl Consumer {
-    /// A sleeping blocking call polls rarely: let its liveness checks count as enough polls
-    /// to consult the clock about a stuck slot.
+    /// As for [`Producer::liveness_tick`].
     fn liveness_tick(&mut self) {
         self.stall.polls = self.stall.polls.max(STALL_POLLS);
     }
@@ -118,7 +164,12 @@ impl Producer {
     pub(crate) fn attach(shared: Arc<Shared>) -> Result<Producer, AttachError> {
         let reg = endpoint::register(&shared.mem, Role::Producer, Placement::Any)?;
         let peers = Peers::new(&shared.mem, Role::Consumer);
-        Ok(Producer { shared, reg, peers })
+        Ok(Producer {
+            shared,
+            reg,
+            peers,
+            stall: Stall::default(),
+        })
     }
 
     /// Claims a slot: `Full`, or `Disconnected` if the consumers are gone too.
@@ -134,6 +185,14 @@ impl Producer {
     #[cold]
     #[inline(never)]
     fn full(&mut self) -> Result<(u64, usize), TryClaimError> {
+        let interval = self.shared.wait.liveness();
+        let mem = &self.shared.mem;
+        if self.stall.due(interval, || held(mem))
+            && recover(mem, self.reg.word(), self.stall.pos, Role::Consumer)
+        {
+            // The slot a dead consumer held is free now.
+            return self.claim_pos();
+        }
         if !self.peers.gone(&self.shared.mem) {
             return Err(TryClaimError::Full);
         }
@@ -207,6 +266,7 @@ impl Producer {
                 // find who claimed it (crash recovery). Relaxed: published by the AcqRel CAS
                 // just below to anyone who Acquires `head` past `pos`.
                 self.record().store(pos.wrapping_add(1), Ordering::Relaxed);
+                crash_point(Step::ClaimRecorded);
                 // AcqRel on success, Acquire on failure: the payload is published by the slot's
                 // sequence word, not by the cursor; these orderings only keep the cursor and the
                 // sequence words we read consistent (module docs).
@@ -251,8 +311,8 @@ impl Producer {
 
     /// This producer's in-flight claim record (`EndpointEntry::claim`).
     #[inline(always)]
-    fn record(&self) -> &crate::sync::raw::AtomicU64 {
-        &self.mem().header().endpoints[self.reg.entry()].claim
+    fn record(&self) -> &AtomicU64 {
+        self.mem().claim(self.reg.entry())
     }
 
     /// Copies `msg` into the ring: [`try_claim`](Self::try_claim), copy, commit.
@@ -333,10 +393,12 @@ impl WriteSlot<'_> {
         self.token.take();
         // Relaxed: published by the Release store of `seq` just below.
         mem.len(self.idx).store(len, Ordering::Relaxed);
+        crash_point(Step::LengthWritten);
         // Release: pairs with the Acquire load of `seq` in `Consumer::claim`: the payload and
         // length are visible to the consumer that sees `pos + 1`.
         mem.seq(self.idx)
             .store(self.pos.wrapping_add(1), Ordering::Release);
+        crash_point(Step::Published);
         // Relaxed: the claim is settled; a recoverer that still reads the old record finds the
         // sequence word moved on (its compare-and-swap fails) and leaves the slot alone.
         self.producer.record().store(0, Ordering::Relaxed);
@@ -346,6 +408,9 @@ impl WriteSlot<'_> {
 
 impl Drop for WriteSlot<'_> {
     fn drop(&mut self) {
+        if dying() {
+            return; // a loom model killed this "process" mid-publish: it does nothing more
+        }
         // Aborted: publish a skip marker so the cursor is not lost to the consumers.
         self.publish_in_place(SKIP);
     }
@@ -402,7 +467,11 @@ impl Consumer {
         &mut self,
         accept: &dyn Fn(usize) -> Result<(), TryRecvError>,
     ) -> Result<(u64, usize, usize), TryRecvError> {
-        if self.stalled() && self.recover(self.stall.pos) {
+        let interval = self.shared.wait.liveness();
+        let mem = &self.shared.mem;
+        if self.stall.due(interval, || uncommitted(mem))
+            && recover(mem, self.reg.word(), self.stall.pos, Role::Producer)
+        {
             // The stuck slot now reads "abandoned": report it (or whatever is there now).
             return self.claim(accept);
         }
@@ -418,141 +487,12 @@ impl Consumer {
         // Nothing more will come. A slot a dead producer claimed and never committed must be
         // reported as lost before the disconnect, never hidden behind it: recover it now (its
         // claimers are dead, so no stall time is needed).
-        if let Some(pos) = self.stuck()
-            && self.recover(pos)
+        if let Some(pos) = uncommitted(&self.shared.mem)
+            && recover(&self.shared.mem, self.reg.word(), pos, Role::Producer)
         {
             return self.claim(accept);
         }
         Err(TryRecvError::Disconnected)
-    }
-
-    /// The cursor at `tail` if its slot is claimed by a producer and not committed.
-    fn stuck(&self) -> Option<u64> {
-        let mem = &self.shared.mem;
-        // Acquire (all three): as in `claim`; a snapshot, re-checked under the recovery lock.
-        let pos = mem.tail().load(Ordering::Acquire);
-        let claimed = mem.head().load(Ordering::Acquire).wrapping_sub(pos) as i64 > 0;
-        let idx = (pos & mem.geometry().mask()) as usize;
-        (claimed && mem.seq(idx).load(Ordering::Acquire) == pos).then_some(pos)
-    }
-
-    /// Whether the slot at `tail` has stayed claimed and uncommitted for a liveness interval
-    /// (`WaitOptions::liveness_check`), checked at most once per interval: time to look at
-    /// its claimer.
-    fn stalled(&mut self) -> bool {
-        // Look only every STALL_POLLS empty polls: a claim in progress is the normal state of
-        // a busy ring, and looking costs three loads of contended lines.
-        self.stall.polls = self.stall.polls.saturating_add(1);
-        if self.stall.polls < STALL_POLLS {
-            return false;
-        }
-        self.stall.polls = 0;
-        let Some(pos) = self.stuck() else {
-            self.stall.since = None;
-            return false;
-        };
-        let now = Instant::now();
-        match self.stall.since {
-            Some(since) if pos == self.stall.pos => {
-                if now.duration_since(since) < self.shared.wait.liveness() {
-                    return false;
-                }
-                self.stall.since = Some(now);
-                true
-            }
-            _ => {
-                // A new stuck slot: start its clock.
-                self.stall.pos = pos;
-                self.stall.since = Some(now);
-                false
-            }
-        }
-    }
-
-    /// Recovers the slot of cursor `pos` if every producer that recorded a claim on it is
-    /// provably dead: marks it abandoned and publishes it, so consumers step over it and report
-    /// the loss. Returns whether it did. A live claimer (slow, or stopped with SIGSTOP) is never
-    /// robbed. See `docs/crash-recovery.md`.
-    #[cold]
-    fn recover(&self, pos: u64) -> bool {
-        let mem = &self.shared.mem;
-        let header = mem.header();
-        let lock = &header.wait.recovery;
-        // Acquire: pairs with the Release that ends a previous recovery, so we see its writes.
-        let holder = lock.load(Ordering::Acquire);
-        if holder != 0 && EndpointWord(holder).is_alive() {
-            return false; // someone else is at it
-        }
-        // AcqRel: as above, and a dead holder's partial work is redone below (it is idempotent).
-        if lock
-            .compare_exchange(holder, self.reg.word(), Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
-        {
-            return false;
-        }
-        let done = self.recover_locked(pos);
-        // Release: pairs with the Acquire of the next recoverer.
-        lock.store(0, Ordering::Release);
-        if done {
-            wait::notify(mem, Side::Data);
-        }
-        done
-    }
-
-    fn recover_locked(&self, pos: u64) -> bool {
-        let mem = &self.shared.mem;
-        let header = mem.header();
-        let idx = (pos & mem.geometry().mask()) as usize;
-        // Acquire: `head` past `pos` synchronises with the winning claimer's CAS (every later
-        // CAS continues its release sequence), so its claim record is visible.
-        if mem.head().load(Ordering::Acquire).wrapping_sub(pos) as i64 <= 0 {
-            return false;
-        }
-        let wanted = pos.wrapping_add(1);
-        let mut owners = [0usize; crate::layout::MAX_ENDPOINTS];
-        let mut n = 0;
-        for (entry, e) in header.endpoints.iter().enumerate() {
-            // Relaxed: see above for why the winner's record is visible; a stale record of a
-            // live producer only delays recovery.
-            if e.claim.load(Ordering::Relaxed) == wanted {
-                // Acquire: pairs with the registrant's CAS.
-                let owner = EndpointWord(e.owner.load(Ordering::Acquire));
-                if owner.0 != 0 && owner.is_alive() {
-                    return false; // alive: slow or stopped, never robbed
-                }
-                owners[n] = entry;
-                n += 1;
-            }
-        }
-        if n == 0 {
-            return false; // unattributed: leave it (and the stall) visible
-        }
-        // The claimer is dead, so only we can write this slot now, provided it is still
-        // uncommitted. A compare-and-swap reads the latest value, so a claimer that committed
-        // before dying makes it fail. AcqRel/Acquire: as for the consumers' own loads.
-        if mem
-            .seq(idx)
-            .compare_exchange(pos, pos, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return false;
-        }
-        // Relaxed: published by the Release store of the sequence word just below.
-        mem.len(idx).store(ABANDONED, Ordering::Relaxed);
-        // Release: pairs with the consumers' Acquire load of `seq` in `claim`.
-        mem.seq(idx).store(wanted, Ordering::Release);
-        for &entry in &owners[..n] {
-            // Relaxed: the record is evidence only; the slot is settled.
-            let _ = header.endpoints[entry].claim.compare_exchange(
-                wanted,
-                0,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-        }
-        // Relaxed: a statistic.
-        header.wait.abandoned.fetch_add(1, Ordering::Relaxed);
-        true
     }
 
     /// The blocking read.
@@ -583,10 +523,28 @@ impl Consumer {
 
     /// Claims the next committed message whose length `accept` approves. Skip markers and
     /// corrupt lengths are consumed (the latter reported); a refused message is left in place.
+    /// On success this consumer's claim record names the message until [`release`](Self::release).
     #[inline]
     fn claim(
         &self,
         accept: impl Fn(usize) -> Result<(), TryRecvError>,
+    ) -> Result<(u64, usize, usize), TryRecvError> {
+        let mut recorded = false;
+        let claimed = self.claim_recorded(accept, &mut recorded);
+        if recorded && claimed.is_err() {
+            // Relaxed: withdraws an intent that named a cursor another consumer took (a stale
+            // record would only delay a recovery of that cursor).
+            self.record().store(0, Ordering::Relaxed);
+        }
+        claimed
+    }
+
+    /// [`claim`](Self::claim); sets `recorded` once it has stored a claim record.
+    #[inline(always)]
+    fn claim_recorded(
+        &self,
+        accept: impl Fn(usize) -> Result<(), TryRecvError>,
+        recorded: &mut bool,
     ) -> Result<(u64, usize, usize), TryRecvError> {
         let mem = self.mem();
         let geo = mem.geometry();
@@ -618,6 +576,12 @@ impl Consumer {
                     accept(len as usize)?;
                     Ok(true)
                 };
+                // Record the intent before the claim, so that whoever sees `pos` claimed can
+                // find who holds it (crash recovery). Relaxed: published by the AcqRel CAS just
+                // below to anyone who Acquires `tail` past `pos`.
+                self.record().store(pos.wrapping_add(1), Ordering::Relaxed);
+                *recorded = true;
+                crash_point(Step::ClaimRecorded);
                 // AcqRel on success, Acquire on failure: as in `Producer::try_claim`.
                 match mem.tail().compare_exchange_weak(
                     pos,
@@ -675,7 +639,17 @@ impl Consumer {
         // the slot happen before the next lap's write.
         mem.seq(idx)
             .store(pos.wrapping_add(mem.geometry().capacity), Ordering::Release);
+        crash_point(Step::Released);
+        // Relaxed: the slot is handed on; a recoverer that still reads the old record finds the
+        // sequence word moved on (its compare-and-swap fails) and leaves the slot alone.
+        self.record().store(0, Ordering::Relaxed);
         wait::notify(mem, Side::Space);
+    }
+
+    /// This consumer's in-flight claim record (`EndpointEntry::claim`).
+    #[inline(always)]
+    fn record(&self) -> &AtomicU64 {
+        self.mem().claim(self.reg.entry())
     }
 
     /// Borrows the next message in place (zero-copy); it is released when the [`ReadSlot`]
@@ -733,6 +707,150 @@ impl Consumer {
     }
 }
 
+/// The cursor at `tail` if a producer claimed its slot and has not committed it.
+fn uncommitted(mem: &RingMem) -> Option<u64> {
+    // Acquire (all three): as in `Consumer::claim`; a snapshot, re-checked by `recover`.
+    let pos = mem.tail().load(Ordering::Acquire);
+    let claimed = mem.head().load(Ordering::Acquire).wrapping_sub(pos) as i64 > 0;
+    let idx = (pos & mem.geometry().mask()) as usize;
+    (claimed && mem.seq(idx).load(Ordering::Acquire) == pos).then_some(pos)
+}
+
+/// The cursor of the previous lap's message in the slot at `head`, if a consumer claimed it
+/// and has not released it (the ring is full behind it).
+fn held(mem: &RingMem) -> Option<u64> {
+    let capacity = mem.geometry().capacity;
+    // Acquire (all three): as in `Producer::claim_pos`; a snapshot, re-checked by `recover`.
+    let pos = mem.head().load(Ordering::Acquire).wrapping_sub(capacity);
+    let claimed = mem.tail().load(Ordering::Acquire).wrapping_sub(pos) as i64 > 0;
+    let idx = (pos & mem.geometry().mask()) as usize;
+    (claimed && mem.seq(idx).load(Ordering::Acquire) == pos.wrapping_add(1)).then_some(pos)
+}
+
+/// Settles the slot of cursor `pos`, stuck on a claim by endpoints of `role`, if every
+/// endpoint of that role that recorded the claim is provably dead (pid and start time). Returns
+/// whether it did. A live claimer (slow, or stopped with SIGSTOP) is never robbed.
+///
+/// - `Role::Producer`: the slot was claimed and never committed. It is marked abandoned and
+///   published, so consumers step over it and report the loss (`TryRecvError::Abandoned`).
+/// - `Role::Consumer`: the slot was claimed for reading and never released. It is released to
+///   the producers; its message had been delivered to the dead consumer (counted as reclaimed).
+///
+/// `me` is the caller's endpoint word, which holds the recovery lock meanwhile (a lock that a
+/// dead holder loses; the work is idempotent, so a successor redoes it). See
+/// `docs/crash-recovery.md`.
+#[cold]
+pub(crate) fn recover(mem: &RingMem, me: u64, pos: u64, role: Role) -> bool {
+    let lock = mem.recovery();
+    // Acquire: pairs with the Release that ends a previous recovery, so we see its writes.
+    let holder = lock.load(Ordering::Acquire);
+    if holder != 0 && EndpointWord(holder).is_alive() {
+        return false; // someone else is at it
+    }
+    // AcqRel: as above, and a dead holder's partial work is redone below (it is idempotent).
+    if lock
+        .compare_exchange(holder, me, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        return false;
+    }
+    crash_point(Step::RecoveryLocked);
+    let done = recover_locked(mem, pos, role);
+    // Release: pairs with the Acquire of the next recoverer.
+    lock.store(0, Ordering::Release);
+    if done {
+        wait::notify(
+            mem,
+            match role {
+                Role::Producer => Side::Data,
+                Role::Consumer => Side::Space,
+            },
+        );
+    }
+    done
+}
+
+fn recover_locked(mem: &RingMem, pos: u64, role: Role) -> bool {
+    let header = mem.header();
+    let idx = (pos & mem.geometry().mask()) as usize;
+    let cursor = match role {
+        Role::Producer => mem.head(),
+        Role::Consumer => mem.tail(),
+    };
+    // Acquire: the cursor past `pos` synchronises with the winning claimer's CAS (every later
+    // CAS continues its release sequence), so its claim record, stored before that CAS, is
+    // visible.
+    if cursor.load(Ordering::Acquire).wrapping_sub(pos) as i64 <= 0 {
+        return false;
+    }
+    let wanted = pos.wrapping_add(1);
+    let mut owners = [0usize; crate::layout::MAX_ENDPOINTS];
+    let mut n = 0;
+    for (entry, e) in header.endpoints.iter().enumerate() {
+        // Relaxed: see above for why the winner's record is visible; a stale record of a live
+        // endpoint only delays recovery.
+        if mem.claim(entry).load(Ordering::Relaxed) != wanted {
+            continue;
+        }
+        // Acquire: pairs with the registrant's CAS.
+        let owner = EndpointWord(e.owner.load(Ordering::Acquire));
+        if owner.role() != Some(role) {
+            continue; // the other side's record of the same cursor
+        }
+        if owner.is_alive() {
+            return false; // alive: slow or stopped, never robbed
+        }
+        owners[n] = entry;
+        n += 1;
+    }
+    if n == 0 {
+        return false; // unattributed: leave it (and the stall) visible
+    }
+    // The claimers are dead, so only we can write this slot now, provided it is still stuck.
+    // A compare-and-swap reads the latest value, so a claimer that finished before dying makes
+    // it fail. AcqRel/Acquire: as for the endpoints' own loads and stores of the word.
+    let seq = mem.seq(idx);
+    let settled = match role {
+        Role::Producer => {
+            // Still uncommitted: a no-op CAS proves it, then the marker is published.
+            if seq
+                .compare_exchange(pos, pos, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                return false;
+            }
+            // Relaxed: published by the Release store of the sequence word just below.
+            mem.len(idx).store(ABANDONED, Ordering::Relaxed);
+            crash_point(Step::MarkerWritten);
+            // Release: pairs with the consumers' Acquire load of `seq` in `claim`.
+            seq.store(wanted, Ordering::Release);
+            &header.wait.abandoned
+        }
+        Role::Consumer => {
+            // Still unreleased: release it as the dead consumer would have. Release pairs with
+            // the producers' Acquire load in `claim_pos`; the dead reader's accesses are over.
+            let free = pos.wrapping_add(mem.geometry().capacity);
+            if seq
+                .compare_exchange(wanted, free, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                return false;
+            }
+            &header.wait.reclaimed
+        }
+    };
+    crash_point(Step::Settled);
+    for &entry in &owners[..n] {
+        // Relaxed: the record is evidence only; the slot is settled.
+        let _ = mem
+            .claim(entry)
+            .compare_exchange(wanted, 0, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    // Relaxed: a statistic.
+    settled.fetch_add(1, Ordering::Relaxed);
+    true
+}
+
 /// A message borrowed in place; its slot is released when this drops.
 #[derive(Debug)]
 pub struct ReadSlot<'a> {
@@ -754,6 +872,9 @@ impl Deref for ReadSlot<'_> {
 
 impl Drop for ReadSlot<'_> {
     fn drop(&mut self) {
+        if dying() {
+            return; // a loom model killed this "process" holding the guard
+        }
         // End the read access before the Release store that hands the slot back.
         self.token.take();
         self.consumer.release(self.pos, self.idx);

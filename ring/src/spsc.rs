@@ -115,9 +115,28 @@ macro_rules! endpoint_common {
                 self.peers.list(self.shared.mem.header())
             }
 
+            /// Checks the peers' processes now, as the blocking calls do every liveness
+            /// interval. Non-blocking calls never read `/proc` by themselves: a loop of `try_*`
+            /// calls that should notice peers killed without detaching calls this now and then.
+            /// Afterwards, if every peer is dead, the non-blocking calls report `Disconnected`
+            /// (after whatever the peers sent), and an MPMC endpoint looks at once at a slot a
+            /// dead peer left stuck (`docs/crash-recovery.md`).
+            pub fn check_peers(&mut self) {
+                self.peers.rescan(&self.shared.mem);
+                self.liveness_tick();
+            }
+
             #[inline(always)]
             fn mem(&self) -> &RingMem {
                 &self.shared.mem
+            }
+
+            /// Loom models of crash recovery: this endpoint's "process" dies here (it is
+            /// declared dead and detaches nothing).
+            #[cfg(loom)]
+            #[doc(hidden)]
+            pub fn die(self) {
+                $crate::endpoint::EndpointWord(self.reg.word()).declare_dead();
             }
         }
 
@@ -127,8 +146,7 @@ macro_rules! endpoint_common {
             }
 
             fn check_peers(&mut self) {
-                self.peers.rescan(&self.shared.mem);
-                self.liveness_tick();
+                <$t>::check_peers(self);
             }
         }
 

@@ -100,3 +100,122 @@ pub(crate) enum AccessToken {
     Write(loom::cell::MutPtr<()>),
     Read(loom::cell::ConstPtr<()>),
 }
+
+/// Process death, as the loom models of crash recovery see it.
+///
+/// A loom model has one process, so "provably dead" cannot be asked of `/proc`. Instead each
+/// endpoint gets its own identity (a counter in place of the start time), and a model declares
+/// an endpoint dead once the thread using it has stopped for good ([`declare_dead`]). A thread
+/// stops at a chosen step ([`crash_after`]): at that [`crash_point`] it unwinds without running
+/// the library's own clean-up (the claim guards check [`dying`]), which is what `SIGKILL` does
+/// to a process. Normal builds compile all of this away.
+#[cfg(loom)]
+pub(crate) mod death {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    loom::lazy_static! {
+        /// Identities handed out in this execution (reset by loom for each one).
+        static ref NEXT: AtomicU64 = AtomicU64::new(1);
+        /// Identities declared dead in this execution. A loom mutex, because proving a death
+        /// synchronises with it (the kernel reaps the process before `/proc` says it is gone):
+        /// everything the dead endpoint did happens before the verdict.
+        static ref DEAD: loom::sync::Mutex<Vec<u64>> = loom::sync::Mutex::new(Vec::new());
+    }
+
+    loom::thread_local! {
+        /// The step at which this thread dies; `None`: it does not.
+        static AT: Cell<Option<super::Step>> = Cell::new(None);
+        /// This thread is unwinding out of a crash point.
+        static DYING: Cell<bool> = Cell::new(false);
+    }
+
+    /// The panic payload of a crash point.
+    #[derive(Debug)]
+    pub struct Died;
+
+    /// A fresh endpoint identity (stands for a process start time).
+    pub(crate) fn identity() -> u64 {
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_alive(identity: u64) -> bool {
+        !DEAD.lock().unwrap().contains(&identity)
+    }
+
+    pub(crate) fn declare_dead(identity: u64) {
+        DEAD.lock().unwrap().push(identity);
+    }
+
+    /// Makes the current thread die the next time it reaches `step`.
+    pub fn crash_at(step: super::Step) {
+        AT.with(|c| c.set(Some(step)));
+        DYING.with(|d| d.set(false));
+    }
+
+    /// The current thread's "process" is dead from now on: destructors it runs do nothing a
+    /// killed process would not (they only end loom's access tracking).
+    pub fn die_here() {
+        AT.with(|c| c.set(None));
+        DYING.with(|d| d.set(true));
+    }
+
+    /// A step boundary at which a process may be killed.
+    pub(crate) fn crash_point(step: super::Step) {
+        let die = AT.with(|c| {
+            let die = c.get() == Some(step);
+            if die {
+                c.set(None);
+            }
+            die
+        });
+        if die {
+            DYING.with(|d| d.set(true));
+            std::panic::resume_unwind(Box::new(Died));
+        }
+    }
+
+    /// Whether the current thread is unwinding out of a crash point: destructors must then
+    /// do nothing a killed process would not.
+    pub(crate) fn dying() -> bool {
+        DYING.with(Cell::get)
+    }
+}
+
+/// The step boundaries at which the loom models of crash recovery kill a "process"
+/// ([`crash_point`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(loom), allow(unreachable_pub))] // re-exported by `__loom` only under loom
+pub enum Step {
+    /// An MPMC endpoint recorded its claim and has not made its claim CAS.
+    ClaimRecorded,
+    /// An MPMC producer stored the length and not the sequence word.
+    LengthWritten,
+    /// An MPMC producer published the slot and has not cleared its record.
+    Published,
+    /// An MPMC consumer released the slot and has not cleared its record.
+    Released,
+    /// A recoverer took the recovery lock.
+    RecoveryLocked,
+    /// A recoverer wrote the abandoned marker and has not published it.
+    MarkerWritten,
+    /// A recoverer settled the slot and has not cleared the records or counted it.
+    Settled,
+}
+
+/// A step boundary at which a process may be killed (loom models of crash recovery; nothing in
+/// normal builds).
+#[inline(always)]
+pub(crate) fn crash_point(_step: Step) {
+    #[cfg(loom)]
+    death::crash_point(_step);
+}
+
+/// Whether the current thread is being "killed" at a crash point (always false outside loom).
+#[inline(always)]
+pub(crate) fn dying() -> bool {
+    #[cfg(loom)]
+    return death::dying();
+    #[cfg(not(loom))]
+    false
+}

@@ -12,11 +12,16 @@ use loom::thread;
 use shmring::{Ring, TryRecvError};
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
+    model_bounded(2, f);
+}
+
+/// [`model`] with another default preemption bound (LOOM_MAX_PREEMPTIONS still overrides).
+fn model_bounded(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
     // LOOM_MAX_PREEMPTIONS overrides; 2 keeps the 4-thread model within CI's budget while still
     // covering every interleaving with two preemptions (the bound used by tokio's CI).
     if b.preemption_bound.is_none() {
-        b.preemption_bound = Some(2);
+        b.preemption_bound = Some(preemptions);
     }
     // Spinning consumers make long paths; the default (1000) is too small for 4 threads.
     b.max_branches = 100_000;
@@ -389,4 +394,232 @@ fn spsc_disconnect_never_hides_a_message() {
 #[test]
 fn mpmc_disconnect_never_hides_a_message() {
     disconnect_never_hides_a_message(shmring::Kind::Mpmc);
+}
+
+use shmring::__loom::Step;
+
+/// Where a model's victim "process" dies (`shmring::__loom`): the first time it reaches a step
+/// boundary inside one call, or holding a claim guard.
+#[derive(Clone, Copy, Debug)]
+enum Death {
+    At(Step),
+    HoldingGuard,
+}
+
+/// Runs `f` as a process that is killed when it reaches `step`: returns whether it died.
+fn killable(step: Step, f: impl FnOnce()) -> bool {
+    shmring::__loom::crash_at(step);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(()) => false,
+        Err(payload) if payload.is::<shmring::__loom::Died>() => true,
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
+}
+
+/// An MPMC producer dies at every step of a send (before its claim CAS, between the length and
+/// the sequence word, after publishing but before clearing its record) and holding an
+/// uncommitted claim, while a live producer sends one message and leaves. The consumer polls,
+/// checking its peers, until disconnected. Whatever the interleaving: the live producer's
+/// message arrives exactly once; the victim's message arrives once if it was published, and
+/// otherwise is reported `Abandoned` exactly once if the victim had claimed its slot, and
+/// nothing is reported if it had not; a live victim is never robbed (it is declared dead only
+/// after it stops); the counter agrees.
+fn mpmc_dead_producer(death: Death) {
+    model(move || {
+        let ring = Ring::builder()
+            .mpmc()
+            .capacity(2)
+            .slot_size(4)
+            .heap()
+            .create()
+            .unwrap();
+        let mut victim = ring.mpmc_producer().unwrap();
+        let mut live = ring.mpmc_producer().unwrap();
+        let mut rx = ring.mpmc_consumer().unwrap();
+        let v = thread::spawn(move || {
+            let died = match death {
+                Death::At(step) => killable(step, || victim.try_send(&msg(1, 0)).unwrap()),
+                Death::HoldingGuard => {
+                    let mut slot = victim.try_claim().unwrap();
+                    slot.copy_from_slice(&msg(1, 0));
+                    shmring::__loom::die_here();
+                    drop(slot);
+                    true
+                }
+            };
+            assert!(died, "the victim must die where told");
+            victim.die();
+        });
+        let l = thread::spawn(move || live.try_send(&msg(2, 0)).unwrap());
+        let mut buf = [0u8; 4];
+        let (mut got, mut abandoned) = ([0u32; 3], 0);
+        loop {
+            match rx.try_recv(&mut buf) {
+                Ok(n) => got[check(&buf[..n]).0 as usize] += 1,
+                Err(TryRecvError::Abandoned { .. }) => abandoned += 1,
+                Err(TryRecvError::Empty) => {
+                    rx.check_peers();
+                    thread::yield_now();
+                }
+                Err(TryRecvError::Disconnected) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        v.join().unwrap();
+        l.join().unwrap();
+        assert_eq!(got[2], 1, "the live producer's message");
+        let (victim_msgs, lost) = match death {
+            Death::At(Step::ClaimRecorded) => (0, 0), // died before claiming
+            Death::At(Step::Published) => (1, 0),
+            _ => (0, 1), // died holding its claim
+        };
+        assert_eq!(
+            (got[1], abandoned),
+            (victim_msgs, lost),
+            "victim died {death:?}"
+        );
+        assert_eq!(ring.status().abandoned, lost as u64);
+    });
+}
+
+#[test]
+fn mpmc_producer_killed_before_its_claim() {
+    mpmc_dead_producer(Death::At(Step::ClaimRecorded));
+}
+
+#[test]
+fn mpmc_producer_killed_holding_a_claim() {
+    mpmc_dead_producer(Death::HoldingGuard);
+}
+
+#[test]
+fn mpmc_producer_killed_mid_publish() {
+    mpmc_dead_producer(Death::At(Step::LengthWritten));
+}
+
+#[test]
+fn mpmc_producer_killed_before_clearing_its_record() {
+    mpmc_dead_producer(Death::At(Step::Published));
+}
+
+/// An MPMC consumer dies at every step of a receive (before its claim CAS, after releasing but
+/// before clearing its record) and holding a read guard, while a producer sends three messages
+/// into two slots (so the third needs the first slot back) and a live consumer receives. The
+/// producer polls, checking its peers, until all three are in. Whatever the interleaving: the
+/// producer never stalls for good (a slot a dead consumer held is reclaimed, once), every
+/// message is received exactly once by one of the two consumers, and the counter agrees.
+///
+/// Three spinning threads, each re-reading the registry on every poll, make this model's tree
+/// far larger than the producer's: it runs with one preemption (two took over ten minutes).
+fn mpmc_dead_consumer(death: Death) {
+    model_bounded(1, move || {
+        let ring = Ring::builder()
+            .mpmc()
+            .capacity(2)
+            .slot_size(4)
+            .heap()
+            .create()
+            .unwrap();
+        let mut tx = ring.mpmc_producer().unwrap();
+        let mut victim = ring.mpmc_consumer().unwrap();
+        let mut live = ring.mpmc_consumer().unwrap();
+        // What the victim took before dying (test bookkeeping, as a parent would know it):
+        // 0 (nothing) or 1 + the message's number; usize::MAX while it lives.
+        let taken = Arc::new(AtomicUsize::new(usize::MAX));
+        let p = thread::spawn(move || {
+            for i in 0..3 {
+                loop {
+                    match tx.try_send(&msg(0, i)) {
+                        Ok(()) => break,
+                        Err(shmring::TrySendError::Full(_)) => {
+                            tx.check_peers();
+                            thread::yield_now();
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        });
+        let t = taken.clone();
+        // The victim makes one attempt, at a point loom chooses: it may find nothing, or take a
+        // message and die at the chosen step.
+        let v = thread::spawn(move || {
+            let mut buf = [0u8; 4];
+            let got = match death {
+                Death::At(step) => {
+                    let mut got = None;
+                    let died = killable(step, || {
+                        got = victim.try_recv(&mut buf).ok().map(|n| check(&buf[..n]).1);
+                    });
+                    // Death before the claim CAS takes nothing; after the release, the message
+                    // was read in full (`got` stays unset: the call never returned).
+                    match (died, got) {
+                        (true, _) if step == Step::ClaimRecorded => 0,
+                        (true, _) => 1 + usize::from(buf[1]),
+                        (false, got) => got.map_or(0, |i| 1 + usize::from(i)),
+                    }
+                }
+                Death::HoldingGuard => match victim.try_read() {
+                    Ok(slot) => {
+                        let i = check(&slot).1;
+                        shmring::__loom::die_here();
+                        drop(slot);
+                        1 + usize::from(i)
+                    }
+                    Err(_) => 0,
+                },
+            };
+            victim.die();
+            t.store(got, Ordering::SeqCst);
+        });
+        let mut buf = [0u8; 4];
+        let (mut received, mut copies) = (0, [0u32; 3]);
+        loop {
+            match live.try_recv(&mut buf) {
+                Ok(n) => {
+                    copies[check(&buf[..n]).1 as usize] += 1;
+                    received += 1;
+                }
+                // Disconnected once the producer has sent all three and left.
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+                    let victim_took = taken.load(Ordering::SeqCst);
+                    if victim_took != usize::MAX && received + usize::from(victim_took > 0) == 3 {
+                        break;
+                    }
+                    thread::yield_now();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        p.join().unwrap();
+        v.join().unwrap();
+        let victim_took = taken.load(Ordering::SeqCst);
+        if victim_took > 0 {
+            copies[victim_took - 1] += 1;
+        }
+        assert_eq!(copies, [1; 3], "each message once, victim died {death:?}");
+        // Reclaimed: exactly when the victim died holding a message whose slot the producer
+        // needed again (the first: the third message reuses its slot).
+        let held = matches!(death, Death::HoldingGuard) && taken.load(Ordering::SeqCst) == 1;
+        assert_eq!(
+            ring.status().reclaimed,
+            u64::from(held),
+            "victim died {death:?}"
+        );
+    });
+}
+
+#[test]
+fn mpmc_consumer_killed_before_its_claim() {
+    mpmc_dead_consumer(Death::At(Step::ClaimRecorded));
+}
+
+#[test]
+fn mpmc_consumer_killed_holding_a_read_guard() {
+    mpmc_dead_consumer(Death::HoldingGuard);
+}
+
+#[test]
+fn mpmc_consumer_killed_before_clearing_its_record() {
+    mpmc_dead_consumer(Death::At(Step::Released));
 }
