@@ -319,3 +319,89 @@ fn spsc_consumer_killed_holding_a_receive_guard() {
         assert_eq!(rx.try_recv(&mut buf), Err(TryRecvError::Empty));
     });
 }
+
+#[test]
+fn mpmc_consumer_killed_holding_a_read_guard_does_not_stall_the_producers() {
+    with_watchdog(LIMIT, || {
+        let ring = ring(Kind::Mpmc, 4);
+        let flags = Flags::new();
+        let mut tx = ring.mpmc_producer().unwrap();
+        tx.send(&stamp(0)).unwrap();
+        // A takes message 0 in place and stops there forever.
+        let a = spawn(|| {
+            let mut rx = ring.mpmc_consumer().unwrap();
+            let slot = rx.try_read().unwrap();
+            flags.set(0, unstamp(&slot) + 1);
+            park_forever()
+        });
+        assert!(wait_until(LIMIT, || flags.get(0) == 1));
+        // B receives everything else.
+        let b = spawn(|| {
+            let mut rx = ring.mpmc_consumer().unwrap();
+            let mut buf = [0u8; 16];
+            let all = (1..100).all(|i| rx.recv(&mut buf).is_ok_and(|n| unstamp(&buf[..n]) == i));
+            i32::from(!all)
+        });
+        // While A lives, the slot it holds is not taken back: a lap later the ring is full.
+        for i in 1..4 {
+            tx.send(&stamp(i)).unwrap();
+        }
+        assert!(matches!(
+            tx.send_timeout(&stamp(4), Duration::from_millis(200)),
+            Err(shmring::SendError::Timeout(_))
+        ));
+        assert_eq!(ring.status().reclaimed, 0);
+        kill(a);
+        assert_eq!(reap(&[a], LIMIT), [-libc::SIGKILL]);
+        // Dead: its slot is released (its message counts as delivered), and the rest flows.
+        for i in 4..100 {
+            tx.send(&stamp(i)).unwrap();
+        }
+        assert_eq!(reap(&[b], LIMIT), [0]);
+        assert_eq!(ring.status().reclaimed, 1);
+        assert!(ring.check().iter().all(|f| !f.error), "{:?}", ring.check());
+    });
+}
+
+#[test]
+fn creator_killed_before_its_ready_word_leaves_a_segment_gc_removes() {
+    with_watchdog(LIMIT, || {
+        let unique = common::Unique::posix("unready");
+        let builder = unique.builder().spsc().capacity(8).slot_size(16);
+        let creator = spawn(|| {
+            fn park() {
+                park_forever()
+            }
+            shmring::hooks::set_before_ready(Some(park));
+            let _ = builder.create();
+            1
+        });
+        // The header is written up to the ready word: openers wait, naming a live creator.
+        assert!(wait_until(LIMIT, || matches!(
+            builder.clone().init_timeout(Duration::ZERO).open(),
+            Err(shmring::OpenError::NotInitialized {
+                creator_alive: true,
+                ..
+            })
+        )));
+        kill(creator);
+        assert_eq!(reap(&[creator], LIMIT), [-libc::SIGKILL]);
+        let opened = builder
+            .clone()
+            .init_timeout(Duration::from_millis(50))
+            .open();
+        assert!(
+            matches!(
+                opened,
+                Err(shmring::OpenError::NotInitialized { creator_pid: Some(p), creator_alive: false, .. })
+                    if p == creator as u32
+            ),
+            "{opened:?}"
+        );
+        let verdicts = shmring::admin::gc_matching(true, |b| *b == unique.backing);
+        assert_eq!(verdicts.len(), 1, "{verdicts:?}");
+        assert!(verdicts[0].stale.is_some());
+        assert_eq!(verdicts[0].removed, Some(Ok(())));
+        assert!(!unique.path().exists());
+    });
+}
