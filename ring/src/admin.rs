@@ -264,6 +264,10 @@ impl Ring {
                 });
             }
         }
+        // Last: the reads above are what trips the guard if the object was shrunk meanwhile.
+        if self.shared().shrunk() {
+            error(&mut out, crate::error::Corruption::Shrunk.to_string());
+        }
         out
     }
 }

@@ -302,6 +302,10 @@ pub enum Corruption {
         /// The sequence word found.
         seq: u64,
     },
+    /// The POSIX object was truncated after this process mapped it: the pages past its new
+    /// end, and what they held, are gone (this process now sees zeroes there instead of dying of
+    /// `SIGBUS`; see `docs/safety.md`).
+    Shrunk,
 }
 
 impl fmt::Display for Corruption {
@@ -322,6 +326,9 @@ impl fmt::Display for Corruption {
             Corruption::Sequence { cursor, seq } => write!(
                 f,
                 "ring corrupted: slot sequence {seq} is impossible at cursor {cursor}"
+            ),
+            Corruption::Shrunk => f.write_str(
+                "ring destroyed: the shared-memory object was truncated after this process mapped it",
             ),
         }
     }

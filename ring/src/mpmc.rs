@@ -185,6 +185,9 @@ impl Producer {
     #[cold]
     #[inline(never)]
     fn full(&mut self) -> Result<(u64, usize), TryClaimError> {
+        if self.shared.shrunk() {
+            return Err(TryClaimError::Corrupt(Corruption::Shrunk));
+        }
         let interval = self.shared.wait.liveness();
         let mem = &self.shared.mem;
         if self.stall.due(interval, || held(mem))
@@ -287,10 +290,10 @@ impl Producer {
                 if dif == -capacity || dif == 1 - capacity {
                     return Err(TryClaimError::Full);
                 }
-                return Err(TryClaimError::Corrupt(Corruption::Sequence {
-                    cursor: pos,
-                    seq,
-                }));
+                return Err(TryClaimError::Corrupt(
+                    self.shared
+                        .diagnose(Corruption::Sequence { cursor: pos, seq }),
+                ));
             } else {
                 // Another producer claimed `pos`. Its claim happens-before the sequence store we
                 // acquired, so `head` has moved on; if it has not, the word is forged.
@@ -299,10 +302,10 @@ impl Producer {
                 if current == pos {
                     // Relaxed: as above.
                     self.record().store(0, Ordering::Relaxed);
-                    return Err(TryClaimError::Corrupt(Corruption::Sequence {
-                        cursor: pos,
-                        seq,
-                    }));
+                    return Err(TryClaimError::Corrupt(
+                        self.shared
+                            .diagnose(Corruption::Sequence { cursor: pos, seq }),
+                    ));
                 }
                 pos = current;
             }
@@ -467,6 +470,9 @@ impl Consumer {
         &mut self,
         accept: &dyn Fn(usize) -> Result<(), TryRecvError>,
     ) -> Result<(u64, usize, usize), TryRecvError> {
+        if self.shared.shrunk() {
+            return Err(TryRecvError::Corrupt(Corruption::Shrunk));
+        }
         let interval = self.shared.wait.liveness();
         let mem = &self.shared.mem;
         if self.stall.due(interval, || uncommitted(mem))
@@ -567,11 +573,11 @@ impl Consumer {
                 } else if len == ABANDONED {
                     Err(None)
                 } else if len as usize > geo.slot_size {
-                    Err(Some(Corruption::Length {
+                    Err(Some(self.shared.diagnose(Corruption::Length {
                         cursor: pos,
                         len,
                         max: geo.slot_size,
-                    }))
+                    })))
                 } else {
                     accept(len as usize)?;
                     Ok(true)
@@ -612,19 +618,19 @@ impl Consumer {
                 if dif == -1 || dif == -capacity {
                     return Err(TryRecvError::Empty);
                 }
-                return Err(TryRecvError::Corrupt(Corruption::Sequence {
-                    cursor: pos,
-                    seq,
-                }));
+                return Err(TryRecvError::Corrupt(
+                    self.shared
+                        .diagnose(Corruption::Sequence { cursor: pos, seq }),
+                ));
             } else {
                 // Another consumer took `pos`; as in `Producer::try_claim`, `tail` must have
                 // moved on. Acquire: as for the first load.
                 let current = mem.tail().load(Ordering::Acquire);
                 if current == pos {
-                    return Err(TryRecvError::Corrupt(Corruption::Sequence {
-                        cursor: pos,
-                        seq,
-                    }));
+                    return Err(TryRecvError::Corrupt(
+                        self.shared
+                            .diagnose(Corruption::Sequence { cursor: pos, seq }),
+                    ));
                 }
                 pos = current;
             }

@@ -25,8 +25,30 @@ pub(crate) struct Shared {
     backing: Backing,
     created: bool,
     // Dropped last: unmaps (and maybe removes) the memory `mem` points into.
-    #[allow(dead_code)] // held for its Drop
     segment: Segment,
+}
+
+impl Shared {
+    /// Whether the segment was shrunk under this process's mapping (a contained `SIGBUS`,
+    /// `segment::guard`): its contents are gone, and endpoints report
+    /// [`Corruption::Shrunk`](crate::Corruption::Shrunk) from their slow paths.
+    #[cold]
+    pub(crate) fn shrunk(&self) -> bool {
+        self.segment.tripped()
+    }
+
+    /// The corruption to report for `found`: [`Corruption::Shrunk`](crate::Corruption::Shrunk)
+    /// if the segment was truncated under us (its zero pages are what made `found`), else
+    /// `found`.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn diagnose(&self, found: crate::Corruption) -> crate::Corruption {
+        if self.shrunk() {
+            crate::Corruption::Shrunk
+        } else {
+            found
+        }
+    }
 }
 
 /// Configures, creates and opens rings.

@@ -346,11 +346,11 @@ impl Producer {
             used = self.head.wrapping_sub(tail);
             if used > capacity {
                 // Not cached: the invariant above must keep holding.
-                return Err(Corruption::Cursors {
+                return Err(self.shared.diagnose(Corruption::Cursors {
                     head: self.head,
                     tail,
                     capacity,
-                });
+                }));
             }
             self.cached_tail = tail;
         }
@@ -371,6 +371,9 @@ impl Producer {
     #[cold]
     #[inline(never)]
     fn full(&mut self) -> Result<(), TryClaimError> {
+        if self.shared.shrunk() {
+            return Err(TryClaimError::Corrupt(Corruption::Shrunk));
+        }
         if !self.peers.gone(&self.shared.mem) {
             return Err(TryClaimError::Full);
         }
@@ -677,7 +680,9 @@ impl Consumer {
         let len = mem.len(idx).load(Ordering::Relaxed);
         let max = mem.geometry().slot_size;
         if len as usize > max {
-            return Err(Corruption::Length { cursor, len, max });
+            return Err(self
+                .shared
+                .diagnose(Corruption::Length { cursor, len, max }));
         }
         Ok(Some((idx, len as usize)))
     }
@@ -701,6 +706,9 @@ impl Consumer {
     #[cold]
     #[inline(never)]
     fn empty(&mut self) -> Result<(usize, usize), TryRecvError> {
+        if self.shared.shrunk() {
+            return Err(TryRecvError::Corrupt(Corruption::Shrunk));
+        }
         if !self.peers.gone(&self.shared.mem) {
             return Err(TryRecvError::Empty);
         }

@@ -551,3 +551,116 @@ fn open_or_create_checks_an_existing_ring_against_the_request() {
         "{e}"
     );
 }
+
+/// Shrinks a POSIX segment to `len` bytes behind the ring's back, as a hostile or careless
+/// process with write access could.
+fn shrink(u: &Unique, len: u64) {
+    OpenOptions::new()
+        .write(true)
+        .open(u.path())
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+/// Either kind's non-blocking send (errors as text) and receive.
+type SendFn = Box<dyn FnMut(&[u8]) -> Result<(), String>>;
+type RecvFn = Box<dyn FnMut(&mut [u8]) -> Result<usize, TryRecvError>>;
+
+#[test]
+fn a_segment_shrunk_after_attach_is_reported_not_fatal() {
+    with_watchdog(Duration::from_secs(60), || {
+        for (kind, shrink_to) in [
+            (shmring::Kind::Spsc, 0),
+            (shmring::Kind::Spsc, 8192),
+            (shmring::Kind::Mpmc, 0),
+            (shmring::Kind::Mpmc, 8192),
+        ] {
+            let u = Unique::posix("shrunk");
+            let ring = u
+                .builder()
+                .kind(kind)
+                .capacity(8)
+                .slot_size(32)
+                .create()
+                .unwrap();
+            let shrunk = Err(TryRecvError::Corrupt(Corruption::Shrunk));
+            let (mut send, mut recv): (SendFn, RecvFn) = match kind {
+                shmring::Kind::Spsc => {
+                    let (mut tx, mut rx) =
+                        (ring.spsc_producer().unwrap(), ring.spsc_consumer().unwrap());
+                    (
+                        Box::new(move |m| tx.try_send(m).map_err(|e| e.to_string())),
+                        Box::new(move |b| rx.try_recv(b)),
+                    )
+                }
+                _ => {
+                    let (mut tx, mut rx) =
+                        (ring.mpmc_producer().unwrap(), ring.mpmc_consumer().unwrap());
+                    (
+                        Box::new(move |m| tx.try_send(m).map_err(|e| e.to_string())),
+                        Box::new(move |b| rx.try_recv(b)),
+                    )
+                }
+            };
+            send(b"before").unwrap();
+            shrink(&u, shrink_to);
+            // The message in the ring went with the truncated pages: the consumer is told.
+            let mut buf = [0u8; 32];
+            assert_eq!(recv(&mut buf), shrunk, "{kind:?} shrunk to {shrink_to}");
+            // The producer is told at the latest when its view of the ring fills up.
+            let refused = (0..=8).find_map(|_| send(b"after").err());
+            assert!(
+                refused.as_deref().is_some_and(|e| e.contains("truncated")),
+                "{kind:?} shrunk to {shrink_to}: {refused:?}"
+            );
+            assert!(
+                ring.check()
+                    .iter()
+                    .any(|f| f.error && f.message.contains("truncated")),
+                "{:?}",
+                ring.check()
+            );
+        }
+    });
+}
+
+#[test]
+fn a_sigbus_outside_any_ring_still_kills() {
+    // The guard passes faults that are not in a ring's mapping on to the default action.
+    let u = Unique::posix("not-a-ring");
+    let _ring = spsc(&Unique::posix("guarded")).create().unwrap(); // installs the handler
+    // SAFETY: the child maps a file of its own, shrinks it and touches it, then `_exit`s if it
+    // survives; no locks are held across the fork in this single-threaded section.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(u.path())
+            .unwrap();
+        f.set_len(8192).unwrap();
+        // SAFETY: a fresh shared mapping of our own file.
+        let p = unsafe {
+            use std::os::fd::AsRawFd;
+            libc::mmap(
+                core::ptr::null_mut(),
+                8192,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        f.set_len(0).unwrap();
+        // SAFETY: in bounds of the mapping; past the file's end, so this raises SIGBUS.
+        unsafe { core::ptr::write_volatile(p.cast::<u8>().add(4096), 1) };
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(0) };
+    }
+    let codes = common::reap(&[pid], Duration::from_secs(30));
+    assert_eq!(codes, [-libc::SIGBUS]);
+}

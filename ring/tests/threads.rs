@@ -43,7 +43,10 @@ fn encode(buf: &mut [u8], p: u8, seq: u64) -> usize {
 }
 
 fn byte(p: u8, seq: u64, k: usize) -> u8 {
-    (seq.wrapping_mul(31).wrapping_add(k as u64 * 7).wrapping_add(u64::from(p) * 131) >> 1) as u8
+    (seq.wrapping_mul(31)
+        .wrapping_add(k as u64 * 7)
+        .wrapping_add(u64::from(p) * 131)
+        >> 1) as u8
 }
 
 /// Checks a message whole and returns (producer, sequence).
@@ -72,7 +75,10 @@ impl Order {
     /// (checked by the total and the per-consumer monotonicity).
     fn take(&self, last: &mut [Option<u64>], p: u8, seq: u64) {
         let slot = &mut last[p as usize];
-        assert!(slot.is_none_or(|l| seq > l), "producer {p}: {seq} after {slot:?}");
+        assert!(
+            slot.is_none_or(|l| seq > l),
+            "producer {p}: {seq} after {slot:?}"
+        );
         *slot = Some(seq);
         self.0[p as usize].fetch_add(1, Ordering::Relaxed);
     }
@@ -206,7 +212,11 @@ fn mpmc(producers: u8, consumers: usize, blocking: bool) {
     for h in handles {
         h.join().unwrap();
     }
-    assert_eq!(received.load(Ordering::Relaxed), total, "lost or duplicated");
+    assert_eq!(
+        received.load(Ordering::Relaxed),
+        total,
+        "lost or duplicated"
+    );
     for (p, c) in order.0.iter().enumerate() {
         assert_eq!(c.load(Ordering::Relaxed), n, "producer {p}");
     }

@@ -33,5 +33,6 @@ pub(crate) fn create(len: usize, opts: &MapOptions) -> Result<Segment, OpenError
         len: map_len,
         kind: Kind::Anonymous,
         remove_by: None,
+        guard: None,
     })
 }

@@ -27,6 +27,7 @@ pub(crate) fn create(len: usize) -> Result<Segment, OpenError> {
         len,
         kind: Kind::Heap { layout },
         remove_by: None,
+        guard: None,
     })
 }
 

@@ -16,6 +16,7 @@
 //! A SysV or POSIX segment nobody removes outlives every process that used it.
 
 pub(crate) mod anon;
+pub(crate) mod guard;
 pub(crate) mod heap;
 pub(crate) mod posix;
 pub(crate) mod sysv;
@@ -93,6 +94,8 @@ pub(crate) struct Segment {
     /// Remove the name or key when this handle drops in the process with this pid (see
     /// [`Cleanup`]). Remembering the pid keeps a `fork`ed copy from removing its parent's segment.
     remove_by: Option<u32>,
+    /// POSIX mappings: contains a `SIGBUS` from the object being shrunk under us (`guard`).
+    guard: Option<guard::Guard>,
 }
 
 // SAFETY: a `Segment` owns a mapping, not thread-bound state; unmapping from another thread is
@@ -119,6 +122,11 @@ impl Segment {
         self.remove_by = Some(unsafe { libc::getpid() } as u32);
     }
 
+    /// Whether the object was shrunk under this mapping (a `SIGBUS` was contained; `guard`).
+    pub(crate) fn tripped(&self) -> bool {
+        self.guard.as_ref().is_some_and(guard::Guard::tripped)
+    }
+
     fn should_remove(&self) -> bool {
         // SAFETY: getpid has no preconditions.
         self.remove_by == Some(unsafe { libc::getpid() } as u32)
@@ -127,6 +135,8 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
+        // Unguard before unmapping: the range must not be matched once it can be reused.
+        drop(self.guard.take());
         // Errors cannot be reported from a destructor; each call below can only fail if the
         // mapping or name was already released by someone else, which leaves nothing to do.
         match &self.kind {

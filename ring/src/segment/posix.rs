@@ -111,6 +111,7 @@ pub(crate) fn create(name: &str, len: usize, opts: &MapOptions) -> Result<Segmen
             name: name.to_owned(),
         },
         remove_by: None,
+        guard: super::guard::guard(base, len),
     })
 }
 
@@ -158,6 +159,7 @@ pub(crate) fn open(
             name: name.to_owned(),
         },
         remove_by: None,
+        guard: super::guard::guard(base, len),
     })
 }
 

@@ -113,6 +113,7 @@ pub(crate) fn create(
                 len,
                 kind: Kind::SysV { id },
                 remove_by: None,
+                guard: None,
             })
         }
         Err(e) => {
@@ -146,6 +147,7 @@ pub(crate) fn open(
         len,
         kind: Kind::SysV { id },
         remove_by: None,
+        guard: None,
     })
 }
 
