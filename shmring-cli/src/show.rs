@@ -46,6 +46,7 @@ fn status_json(b: &Backing, s: &Status) -> Value {
         "sleepers": {"consumers": s.sleepers[0], "producers": s.sleepers[1]},
         "attached": {"producers": s.attached[0], "consumers": s.attached[1]},
         "abandoned": s.abandoned,
+        "reclaimed": s.reclaimed,
         "endpoints": endpoints_json(s),
     })
 }
@@ -148,6 +149,12 @@ pub(crate) fn inspect(b: &Backing, ring: &Ring, as_json: bool) {
         println!(
             "abandoned  {} message(s) lost to producers that died mid-claim (slots recovered)",
             s.abandoned
+        );
+    }
+    if s.reclaimed > 0 {
+        println!(
+            "reclaimed  {} slot(s) taken back from consumers that died holding a message",
+            s.reclaimed
         );
     }
     if s.endpoints.is_empty() {
