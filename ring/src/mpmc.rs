@@ -30,7 +30,7 @@
 //! before its claim CAS, and clears it once the slot is handed on. A slot that stays stuck on a
 //! claim whose every recorder is provably dead is settled by a peer: a consumer marks a dead
 //! producer's slot abandoned (consumers then report the loss), a producer releases a slot a dead
-//! consumer held (counted as reclaimed). See [`recover`] and `docs/crash-recovery.md`.
+//! consumer held (counted as reclaimed). See `recover` and `docs/crash-recovery.md`.
 //!
 //! Every sequence word and length read from the segment is checked against the states above;
 //! anything else is reported as [`Corruption`], never trusted.
