@@ -40,37 +40,17 @@ fn ring(kind: Kind, capacity: u64) -> Ring {
 }
 
 /// Words shared with children, in an anonymous mapping made before the fork.
-struct Flags(*mut AtomicU64);
-
-// SAFETY: the mapping is shared memory accessed only through atomics.
-unsafe impl Sync for Flags {}
+struct Flags(common::SharedMap);
 
 impl Flags {
     fn new() -> Flags {
-        // SAFETY: a fresh anonymous shared mapping; only accessed as atomics.
-        let p = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        Flags(p.cast())
-    }
-    fn at(&self, i: usize) -> &AtomicU64 {
-        assert!(i < 512);
-        // SAFETY: in bounds of the 4 KiB mapping, aligned, zero-initialised.
-        unsafe { &*self.0.add(i) }
+        Flags(common::SharedMap::new(4096))
     }
     fn set(&self, i: usize, v: u64) {
-        self.at(i).store(v, Ordering::SeqCst);
+        self.0.at::<AtomicU64>(i * 8).store(v, Ordering::SeqCst);
     }
     fn get(&self, i: usize) -> u64 {
-        self.at(i).load(Ordering::SeqCst)
+        self.0.at::<AtomicU64>(i * 8).load(Ordering::SeqCst)
     }
 }
 
@@ -158,14 +138,6 @@ fn mpmc_producer_stopped_after_its_claim_is_never_robbed() {
 /// A blocking receive on either kind of consumer.
 type Recv = Box<dyn FnMut(&mut [u8]) -> Result<usize, RecvError>>;
 
-/// A pseudo-random sequence (xorshift), so the kill points differ every iteration.
-fn next(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
-}
-
 /// Kills a producer at a random point, `iterations` times; each time the consumer must get a
 /// gap-free prefix 0, 1, 2, … (MPMC: then at most one `Abandoned`, for the next cursor), and
 /// then `Disconnected`, never a hang. Returns how many messages crossed in all, and how many
@@ -228,7 +200,7 @@ fn random_kills(kind: Kind, iterations: u32) -> (u64, u32) {
             .any(|e| e.role == Some(shmring::Role::Producer))));
         // Kill it at a random moment while it is sending and we are receiving, so the kill
         // lands anywhere: mid-copy, between claim and commit, asleep on a full ring.
-        let delay = Duration::from_micros(next(&mut rng) % 2000);
+        let delay = Duration::from_micros(common::xorshift(&mut rng) % 2000);
         let killer = std::thread::spawn(move || {
             std::thread::sleep(delay);
             kill(child);

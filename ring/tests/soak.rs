@@ -30,18 +30,6 @@ const INCARNATIONS: usize = 4096;
 /// Messages one incarnation sends at most (then it leaves and is replaced).
 const PER_INCARNATION: u64 = 1 << 16;
 
-/// Words before the bitmap: counters, producer incarnations, consumer incarnations.
-const WORDS: usize = COUNTERS + INCARNATIONS + READERS;
-
-/// The ledger, in an anonymous shared mapping made before any fork.
-struct Ledger {
-    base: *mut u8,
-    len: usize,
-}
-
-// SAFETY: shared memory accessed only through atomics.
-unsafe impl Sync for Ledger {}
-
 /// Counters at the start of the ledger.
 const TORN: usize = 0;
 const DUPLICATE: usize = 1;
@@ -51,33 +39,21 @@ const COUNTERS: usize = 8;
 /// Consumer incarnations the ledger can hold.
 const READERS: usize = 4096;
 
+/// Words before the bitmap: counters, producer incarnations, consumer incarnations.
+const WORDS: usize = COUNTERS + INCARNATIONS + READERS;
+
+/// The ledger, in an anonymous shared mapping made before any fork.
+struct Ledger(common::SharedMap);
+
 impl Ledger {
     fn new() -> Ledger {
-        let words = WORDS;
         let bits = INCARNATIONS * PER_INCARNATION as usize;
-        let len = words * 8 + bits / 8;
-        // SAFETY: a fresh anonymous shared mapping, zero-filled, accessed only as atomics.
-        let p = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        Ledger {
-            base: p.cast(),
-            len,
-        }
+        Ledger(common::SharedMap::new(WORDS * 8 + bits / 8))
     }
 
     fn word(&self, i: usize) -> &AtomicU64 {
         assert!(i < WORDS);
-        // SAFETY: in bounds, 8-byte aligned (page-aligned base), zero-initialised.
-        unsafe { &*self.base.cast::<AtomicU64>().add(i) }
+        self.0.at(i * 8)
     }
 
     fn counter(&self, c: usize) -> &AtomicU64 {
@@ -97,26 +73,15 @@ impl Ledger {
     /// Marks `(k, seq)` received; whether it already was.
     fn mark(&self, k: usize, seq: u64) -> bool {
         let bit = k * PER_INCARNATION as usize + seq as usize;
-        let words = WORDS * 8;
-        // SAFETY: the bitmap follows the words, in bounds for k < INCARNATIONS and
-        // seq < PER_INCARNATION; 4-byte aligned.
-        let w = unsafe { &*self.base.add(words).cast::<AtomicU32>().add(bit / 32) };
+        // The bitmap follows the words.
+        let w: &AtomicU32 = self.0.at(WORDS * 8 + bit / 32 * 4);
         w.fetch_or(1 << (bit % 32), Ordering::SeqCst) & (1 << (bit % 32)) != 0
     }
 
     fn marked(&self, k: usize, seq: u64) -> bool {
         let bit = k * PER_INCARNATION as usize + seq as usize;
-        let words = WORDS * 8;
-        // SAFETY: as in `mark`.
-        let w = unsafe { &*self.base.add(words).cast::<AtomicU32>().add(bit / 32) };
+        let w: &AtomicU32 = self.0.at(WORDS * 8 + bit / 32 * 4);
         w.load(Ordering::SeqCst) & (1 << (bit % 32)) != 0
-    }
-}
-
-impl Drop for Ledger {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping, no longer used.
-        unsafe { libc::munmap(self.base.cast(), self.len) };
     }
 }
 
@@ -192,14 +157,6 @@ fn consumer(ring: &Ring, ledger: &Ledger, c: usize) -> i32 {
     }
 }
 
-/// xorshift.
-fn next(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
-}
-
 #[test]
 fn soak_random_kills_and_restarts() {
     let secs: u64 = std::env::var("SHMRING_SOAK_SECS")
@@ -249,8 +206,8 @@ fn soak(secs: u64) {
         && incarnations < INCARNATIONS - PRODUCERS - 1
         && readers < READERS - CONSUMERS
     {
-        std::thread::sleep(Duration::from_micros(next(&mut rng) % 20_000));
-        let r = next(&mut rng);
+        std::thread::sleep(Duration::from_micros(common::xorshift(&mut rng) % 20_000));
+        let r = common::xorshift(&mut rng);
         if r.is_multiple_of(3) {
             let i = (r / 3) as usize % CONSUMERS;
             common::kill(consumers[i]);

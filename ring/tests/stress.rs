@@ -41,40 +41,29 @@ const E_DUPLICATE: u64 = 8;
 const E_SEND: u64 = 9;
 
 struct Area {
-    ptr: *mut u8,
+    map: common::SharedMap,
     len: usize,
 }
+
+// SAFETY: `Report` is made of atomics only.
+unsafe impl common::ZeroIsValid for Report {}
 
 impl Area {
     fn new(messages: usize) -> Area {
         let len = size_of::<Report>() + messages;
-        // SAFETY: a fresh anonymous shared mapping; no Rust object aliases it.
-        let ptr = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED);
         Area {
-            ptr: ptr.cast(),
+            map: common::SharedMap::new(len),
             len,
         }
     }
 
     fn report(&self) -> &Report {
-        // SAFETY: the mapping is zeroed, aligned, large enough, and only accessed atomically.
-        unsafe { &*self.ptr.cast::<Report>() }
+        self.map.at(0)
     }
 
     fn seen(&self, k: usize) -> &AtomicU8 {
         assert!(size_of::<Report>() + k < self.len);
-        // SAFETY: in bounds (checked) and only accessed atomically.
-        unsafe { &*self.ptr.add(size_of::<Report>() + k).cast::<AtomicU8>() }
+        self.map.at(size_of::<Report>() + k)
     }
 
     fn fail(&self, code: u64, a: u64, b: u64, c: u64) -> i32 {
@@ -88,13 +77,6 @@ impl Area {
             r.detail[2].store(c, Ordering::Relaxed);
         }
         code as i32
-    }
-}
-
-impl Drop for Area {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping, no longer referenced.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
     }
 }
 

@@ -180,3 +180,76 @@ pub fn park_forever() -> ! {
         unsafe { libc::pause() };
     }
 }
+
+/// Types made only of atomics: all-zero bytes are a valid value, and sharing them between
+/// processes through a mapping is sound.
+///
+/// # Safety
+/// Implement only for such types.
+pub unsafe trait ZeroIsValid {}
+// SAFETY: atomics of integers.
+unsafe impl ZeroIsValid for std::sync::atomic::AtomicU8 {}
+// SAFETY: as above.
+unsafe impl ZeroIsValid for AtomicU32 {}
+// SAFETY: as above.
+unsafe impl ZeroIsValid for std::sync::atomic::AtomicU64 {}
+
+/// An anonymous shared mapping, zero-filled, made before forking: memory the parent and its
+/// children share (ledgers, flags), accessed only through atomics. Unmapped on drop.
+pub struct SharedMap {
+    base: *mut u8,
+    len: usize,
+}
+
+// SAFETY: shared memory accessed only through atomics.
+unsafe impl Sync for SharedMap {}
+
+impl SharedMap {
+    pub fn new(len: usize) -> SharedMap {
+        // SAFETY: a fresh anonymous shared mapping at an address of the kernel's choosing;
+        // no Rust object aliases it. NORESERVE: large ledgers are touched sparsely.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap of {len} shared bytes");
+        SharedMap {
+            base: p.cast(),
+            len,
+        }
+    }
+
+    /// The atomic of type `A` at byte `offset` (aligned for `A`, within the mapping).
+    pub fn at<A: ZeroIsValid>(&self, offset: usize) -> &A {
+        assert!(
+            offset + size_of::<A>() <= self.len,
+            "offset {offset} out of bounds"
+        );
+        assert_eq!(offset % align_of::<A>(), 0, "misaligned offset {offset}");
+        // SAFETY: in bounds and aligned (checked); the mapping is zero-filled and lives as long
+        // as `self`; `A: ZeroIsValid` is only implemented for types made of atomics, for which
+        // all-zero bytes are a valid value and shared access is sound.
+        unsafe { &*self.base.add(offset).cast::<A>() }
+    }
+}
+
+impl Drop for SharedMap {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, no longer referenced.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+/// A pseudo-random sequence (xorshift64), so kill points and delays differ every run.
+pub fn xorshift(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
