@@ -111,5 +111,5 @@ pub mod hooks;
 #[doc(hidden)]
 pub mod __loom {
     pub use crate::sync::Step;
-    pub use crate::sync::death::{Died, crash_at, die_here};
+    pub use crate::sync::death::{Died, crash_at, die_here, record_claims};
 }

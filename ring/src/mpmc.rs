@@ -112,6 +112,9 @@ impl Stall {
     /// once per interval: time to look at its claimers. `stuck` is only called every
     /// [`STALL_POLLS`] polls.
     fn due(&mut self, interval: Duration, stuck: impl FnOnce() -> Option<u64>) -> bool {
+        if !crate::sync::recording() {
+            return false; // a loom model without crashes: nothing can be stuck for good
+        }
         self.polls = self.polls.saturating_add(1);
         if self.polls < STALL_POLLS {
             return false;
@@ -268,7 +271,7 @@ impl Producer {
                 // Record the intent before the claim, so that whoever sees `pos` claimed can
                 // find who claimed it (crash recovery). Relaxed: published by the AcqRel CAS
                 // just below to anyone who Acquires `head` past `pos`.
-                self.record().store(pos.wrapping_add(1), Ordering::Relaxed);
+                self.set_record(pos.wrapping_add(1), Ordering::Relaxed);
                 crash_point(Step::ClaimRecorded);
                 // AcqRel on success, Acquire on failure: the payload is published by the slot's
                 // sequence word, not by the cursor; these orderings only keep the cursor and the
@@ -286,7 +289,7 @@ impl Producer {
                 // The slot still holds lap pos - capacity: claimed but uncommitted (-capacity),
                 // or committed and not yet released (1 - capacity). The ring is full.
                 // Relaxed: withdraws an intent that named a cursor we did not claim.
-                self.record().store(0, Ordering::Relaxed);
+                self.set_record(0, Ordering::Relaxed);
                 if dif == -capacity || dif == 1 - capacity {
                     return Err(TryClaimError::Full);
                 }
@@ -301,7 +304,7 @@ impl Producer {
                 let current = mem.head().load(Ordering::Acquire);
                 if current == pos {
                     // Relaxed: as above.
-                    self.record().store(0, Ordering::Relaxed);
+                    self.set_record(0, Ordering::Relaxed);
                     return Err(TryClaimError::Corrupt(
                         self.shared
                             .diagnose(Corruption::Sequence { cursor: pos, seq }),
@@ -316,6 +319,14 @@ impl Producer {
     #[inline(always)]
     fn record(&self) -> &AtomicU64 {
         self.mem().claim(self.reg.entry())
+    }
+
+    /// Stores this producer's claim record (see `sync::recording` for loom).
+    #[inline(always)]
+    fn set_record(&self, value: u64, order: Ordering) {
+        if crate::sync::recording() {
+            self.record().store(value, order);
+        }
     }
 
     /// Copies `msg` into the ring: [`try_claim`](Self::try_claim), copy, commit.
@@ -404,7 +415,7 @@ impl WriteSlot<'_> {
         crash_point(Step::Published);
         // Relaxed: the claim is settled; a recoverer that still reads the old record finds the
         // sequence word moved on (its compare-and-swap fails) and leaves the slot alone.
-        self.producer.record().store(0, Ordering::Relaxed);
+        self.producer.set_record(0, Ordering::Relaxed);
         wait::notify(mem, Side::Data);
     }
 }
@@ -540,7 +551,7 @@ impl Consumer {
         if recorded && claimed.is_err() {
             // Relaxed: withdraws an intent that named a cursor another consumer took (a stale
             // record would only delay a recovery of that cursor).
-            self.record().store(0, Ordering::Relaxed);
+            self.set_record(0, Ordering::Relaxed);
         }
         claimed
     }
@@ -585,7 +596,7 @@ impl Consumer {
                 // Record the intent before the claim, so that whoever sees `pos` claimed can
                 // find who holds it (crash recovery). Relaxed: published by the AcqRel CAS just
                 // below to anyone who Acquires `tail` past `pos`.
-                self.record().store(pos.wrapping_add(1), Ordering::Relaxed);
+                self.set_record(pos.wrapping_add(1), Ordering::Relaxed);
                 *recorded = true;
                 crash_point(Step::ClaimRecorded);
                 // AcqRel on success, Acquire on failure: as in `Producer::try_claim`.
@@ -648,7 +659,7 @@ impl Consumer {
         crash_point(Step::Released);
         // Relaxed: the slot is handed on; a recoverer that still reads the old record finds the
         // sequence word moved on (its compare-and-swap fails) and leaves the slot alone.
-        self.record().store(0, Ordering::Relaxed);
+        self.set_record(0, Ordering::Relaxed);
         wait::notify(mem, Side::Space);
     }
 
@@ -656,6 +667,14 @@ impl Consumer {
     #[inline(always)]
     fn record(&self) -> &AtomicU64 {
         self.mem().claim(self.reg.entry())
+    }
+
+    /// Stores this consumer's claim record (see `sync::recording` for loom).
+    #[inline(always)]
+    fn set_record(&self, value: u64, order: Ordering) {
+        if crate::sync::recording() {
+            self.record().store(value, order);
+        }
     }
 
     /// Borrows the next message in place (zero-copy); it is released when the [`ReadSlot`]

@@ -426,6 +426,7 @@ fn killable(step: Step, f: impl FnOnce()) -> bool {
 /// after it stops); the counter agrees.
 fn mpmc_dead_producer(death: Death) {
     model(move || {
+        shmring::__loom::record_claims();
         let ring = Ring::builder()
             .mpmc()
             .capacity(2)
@@ -513,6 +514,7 @@ fn mpmc_producer_killed_before_clearing_its_record() {
 /// far larger than the producer's: it runs with one preemption (two took over ten minutes).
 fn mpmc_dead_consumer(death: Death) {
     model_bounded(1, move || {
+        shmring::__loom::record_claims();
         let ring = Ring::builder()
             .mpmc()
             .capacity(2)
