@@ -137,8 +137,8 @@ pub(crate) struct CursorLine {
 #[repr(C, align(128))]
 pub(crate) struct EndpointEntry {
     pub(crate) owner: raw::AtomicU64,
-    /// MPMC: `pos + 1` of the cursor this endpoint is claiming or holds (a producer: claimed and
-    /// not yet committed; a consumer: claimed and not yet released); 0 when none. Written only
+    /// MPMC: `pos + 1` of the cursor this endpoint is claiming, holds (a producer: claimed and
+    /// not yet committed; a consumer: claimed and not yet released) or last held; 0 when none. Written only
     /// by the entry's owner (and cleared by a recoverer once the owner is proven dead, or by
     /// the next owner once the claim is settled), so a stuck slot can be attributed
     /// (`docs/crash-recovery.md`).

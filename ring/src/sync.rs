@@ -208,9 +208,9 @@ pub enum Step {
     ClaimRecorded,
     /// An MPMC producer stored the length and not the sequence word.
     LengthWritten,
-    /// An MPMC producer published the slot and has not cleared its record.
+    /// An MPMC producer published the slot (its record still names it).
     Published,
-    /// An MPMC consumer released the slot and has not cleared its record.
+    /// An MPMC consumer released the slot (its record still names it).
     Released,
     /// A recoverer took the recovery lock.
     RecoveryLocked,

@@ -417,7 +417,7 @@ fn killable(step: Step, f: impl FnOnce()) -> bool {
 }
 
 /// An MPMC producer dies at every step of a send (before its claim CAS, between the length and
-/// the sequence word, after publishing but before clearing its record) and holding an
+/// the sequence word, right after publishing, its record still naming the slot) and holding an
 /// uncommitted claim, while a live producer sends one message and leaves. The consumer polls,
 /// checking its peers, until disconnected. Whatever the interleaving: the live producer's
 /// message arrives exactly once; the victim's message arrives once if it was published, and
@@ -499,12 +499,12 @@ fn mpmc_producer_killed_mid_publish() {
 }
 
 #[test]
-fn mpmc_producer_killed_before_clearing_its_record() {
+fn mpmc_producer_killed_right_after_publishing() {
     mpmc_dead_producer(Death::At(Step::Published));
 }
 
-/// An MPMC consumer dies at every step of a receive (before its claim CAS, after releasing but
-/// before clearing its record) and holding a read guard, while a producer sends three messages
+/// An MPMC consumer dies at every step of a receive (before its claim CAS, right after
+/// releasing, its record still naming the slot) and holding a read guard, while a producer sends three messages
 /// into two slots (so the third needs the first slot back) and a live consumer receives. The
 /// producer polls, checking its peers, until all three are in. Whatever the interleaving: the
 /// producer never stalls for good (a slot a dead consumer held is reclaimed, once), every
@@ -622,6 +622,6 @@ fn mpmc_consumer_killed_holding_a_read_guard() {
 }
 
 #[test]
-fn mpmc_consumer_killed_before_clearing_its_record() {
+fn mpmc_consumer_killed_right_after_releasing() {
     mpmc_dead_consumer(Death::At(Step::Released));
 }
