@@ -1,7 +1,7 @@
 //! Fault-injection hooks for tests: places where a test can stop a process at an exact step
 //! (to kill it there). Not part of the API; each costs one Relaxed load on a cold path.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::raw::{AtomicUsize, Ordering};
 
 /// The hook run by a creator after it has written the whole header except the ready word
 /// (`layout::init`), as a `fn()` address; 0 when none.

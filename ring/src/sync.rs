@@ -19,10 +19,12 @@ pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 #[cfg(loom)]
 pub(crate) use loom::sync::{Condvar, Mutex};
 
-/// Atomics with the fixed in-memory layout of `core`'s types, for words that live in a segment
-/// and are never part of a loom model (the ready word, the endpoint registry).
+/// `core`'s atomics whatever the build, for words that are never part of a loom model: words
+/// that live in a segment (the ready word, the endpoint registry), and process-local statics
+/// that a model must not own (the `SIGBUS` guard's table, read from a signal handler; test
+/// hooks).
 pub(crate) mod raw {
-    pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64};
+    pub(crate) use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 }
 
 /// Per-slot access tracking for payload bytes.

@@ -19,7 +19,7 @@
 //! (`Segment::tripped` then always says no).
 
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use crate::sync::raw::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// Mappings guarded at once.
