@@ -18,8 +18,8 @@
 //! (async-signal-safe); at most [`SLOTS`] mappings are guarded at a time, later ones are not
 //! (`Segment::tripped` then always says no).
 
-use core::ptr::{self, NonNull};
 use crate::sync::raw::{AtomicBool, AtomicUsize, Ordering};
+use core::ptr::{self, NonNull};
 use std::sync::OnceLock;
 
 /// Mappings guarded at once.
