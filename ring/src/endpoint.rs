@@ -351,21 +351,12 @@ fn claim_entry(
     }
 }
 
-/// Whether the slot of MPMC cursor `pos` is stuck on a claim by an endpoint of `role`: claimed
-/// and uncommitted (a producer's), or claimed for reading and unreleased (a consumer's).
+/// Whether the slot of MPMC cursor `pos` is stuck on a claim by the dead holder of an entry
+/// (`mpmc::stuck`); never for SPSC rings, which keep no claim records (a value there is forged
+/// debris), nor for a malformed role.
 fn stuck_on(mem: &RingMem, role: Option<Role>, pos: u64) -> bool {
-    if mem.geometry().kind != crate::layout::Kind::Mpmc {
-        return false; // SPSC rings keep no claim records; a value here is forged debris
-    }
-    let idx = (pos & mem.geometry().mask()) as usize;
-    // Acquire (all): as in `mpmc`; a snapshot: a recoverer re-checks everything under its lock.
-    let (cursor, stuck_seq) = match role {
-        Some(Role::Producer) => (mem.head(), pos),
-        Some(Role::Consumer) => (mem.tail(), pos.wrapping_add(1)),
-        None => return false,
-    };
-    cursor.load(Ordering::Acquire).wrapping_sub(pos) as i64 > 0
-        && mem.seq(idx).load(Ordering::Acquire) == stuck_seq
+    mem.geometry().kind == crate::layout::Kind::Mpmc
+        && role.is_some_and(|role| crate::mpmc::stuck(mem, role, pos))
 }
 
 /// Frees the entry, unless someone took it over (believing us dead), and tells the peers.

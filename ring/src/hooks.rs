@@ -1,7 +1,8 @@
 //! Fault-injection hooks for tests: places where a test can stop a process at an exact step
 //! (to kill it there). Not part of the API; each costs one Relaxed load on a cold path.
 
-use crate::sync::raw::{AtomicUsize, Ordering};
+use crate::sync::Ordering;
+use crate::sync::raw::AtomicUsize;
 
 /// The hook run by a creator after it has written the whole header except the ready word
 /// (`layout::init`), as a `fn()` address; 0 when none.

@@ -752,24 +752,34 @@ impl Consumer {
     }
 }
 
+/// Whether the slot of cursor `pos` is stuck on a claim by an endpoint of `role`: claimed (the
+/// role's cursor is past `pos`) and not yet committed (a producer's: `seq == pos`) or not yet
+/// released (a consumer's: `seq == pos + 1`). A snapshot; `recover` re-checks under its lock.
+pub(crate) fn stuck(mem: &RingMem, role: Role, pos: u64) -> bool {
+    let (cursor, stuck_seq) = match role {
+        Role::Producer => (mem.head(), pos),
+        Role::Consumer => (mem.tail(), pos.wrapping_add(1)),
+    };
+    let idx = (pos & mem.geometry().mask()) as usize;
+    // Acquire (both): as in `claim_pos` and `Consumer::claim`.
+    cursor.load(Ordering::Acquire).wrapping_sub(pos) as i64 > 0
+        && mem.seq(idx).load(Ordering::Acquire) == stuck_seq
+}
+
 /// The cursor at `tail` if a producer claimed its slot and has not committed it.
 fn uncommitted(mem: &RingMem) -> Option<u64> {
-    // Acquire (all three): as in `Consumer::claim`; a snapshot, re-checked by `recover`.
+    // Acquire: as in `Consumer::claim`.
     let pos = mem.tail().load(Ordering::Acquire);
-    let claimed = mem.head().load(Ordering::Acquire).wrapping_sub(pos) as i64 > 0;
-    let idx = (pos & mem.geometry().mask()) as usize;
-    (claimed && mem.seq(idx).load(Ordering::Acquire) == pos).then_some(pos)
+    stuck(mem, Role::Producer, pos).then_some(pos)
 }
 
 /// The cursor of the previous lap's message in the slot at `head`, if a consumer claimed it
 /// and has not released it (the ring is full behind it).
 fn held(mem: &RingMem) -> Option<u64> {
-    let capacity = mem.geometry().capacity;
-    // Acquire (all three): as in `Producer::claim_pos`; a snapshot, re-checked by `recover`.
-    let pos = mem.head().load(Ordering::Acquire).wrapping_sub(capacity);
-    let claimed = mem.tail().load(Ordering::Acquire).wrapping_sub(pos) as i64 > 0;
-    let idx = (pos & mem.geometry().mask()) as usize;
-    (claimed && mem.seq(idx).load(Ordering::Acquire) == pos.wrapping_add(1)).then_some(pos)
+    // Acquire: as in `Producer::claim_pos`.
+    let head = mem.head().load(Ordering::Acquire);
+    let pos = head.wrapping_sub(mem.geometry().capacity);
+    stuck(mem, Role::Consumer, pos).then_some(pos)
 }
 
 /// Settles the slot of cursor `pos`, stuck on a claim by endpoints of `role`, if every

@@ -24,7 +24,7 @@ pub(crate) use loom::sync::{Condvar, Mutex};
 /// that a model must not own (the `SIGBUS` guard's table, read from a signal handler; test
 /// hooks).
 pub(crate) mod raw {
-    pub(crate) use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 }
 
 /// Per-slot access tracking for payload bytes.

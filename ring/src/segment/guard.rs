@@ -18,7 +18,8 @@
 //! (async-signal-safe); at most [`SLOTS`] mappings are guarded at a time, later ones are not
 //! (`Segment::tripped` then always says no).
 
-use crate::sync::raw::{AtomicBool, AtomicUsize, Ordering};
+use crate::sync::Ordering;
+use crate::sync::raw::{AtomicBool, AtomicUsize};
 use core::ptr::{self, NonNull};
 use std::sync::OnceLock;
 
