@@ -890,7 +890,9 @@ impl ShmRx {
                 Ok(true)
             }
             // Disconnected: the producer finished and left; the caller's count decides.
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => Ok(false),
+            Err(TryRecvError::Empty | TryRecvError::Pending | TryRecvError::Disconnected) => {
+                Ok(false)
+            }
             Err(e) => Err(e.to_string()),
         }
     }
@@ -944,7 +946,7 @@ impl Endpoints {
             };
             match r {
                 Ok(n) => return Ok(n),
-                Err(TryRecvError::Empty) => {
+                Err(TryRecvError::Empty | TryRecvError::Pending) => {
                     core::hint::spin_loop();
                     spins = spins.wrapping_add(1);
                     if spins.is_multiple_of(65536) && start.elapsed() > Duration::from_secs(20) {
@@ -959,12 +961,12 @@ impl Endpoints {
     fn send(&mut self, msg: &[u8]) -> Result<(), String> {
         loop {
             let r = match self {
-                Endpoints::Spsc(_, tx) => {
-                    tx.try_send(msg).map_err(|e| (e.is_full(), e.to_string()))
-                }
-                Endpoints::Mpmc(_, tx) => {
-                    tx.try_send(msg).map_err(|e| (e.is_full(), e.to_string()))
-                }
+                Endpoints::Spsc(_, tx) => tx
+                    .try_send(msg)
+                    .map_err(|e| (e.would_block(), e.to_string())),
+                Endpoints::Mpmc(_, tx) => tx
+                    .try_send(msg)
+                    .map_err(|e| (e.would_block(), e.to_string())),
                 Endpoints::Blocking(_, tx) => {
                     return tx
                         .send_timeout(msg, Duration::from_secs(20))

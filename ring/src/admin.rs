@@ -15,14 +15,13 @@
 //! segment that some process still has attached (`nattch > 0`) never is.
 
 use std::fmt;
-use std::io::Read;
 use std::time::Duration;
 
 use crate::endpoint::{EndpointInfo, EndpointWord};
 use crate::error::{OpenError, Role};
-use crate::layout::{ABANDONED, Kind, MAGIC, SKIP};
-use crate::ring::Ring;
-use crate::segment::{Backing, SysvKey};
+use crate::layout::{self, ABANDONED, HEADER_SIZE, Kind, LINE, MAGIC, SKIP};
+use crate::ring::{Cursors, Ring};
+use crate::segment::{self, Backing, Exact, SysvKey};
 use crate::sync::Ordering;
 
 /// A snapshot of a ring's shared state.
@@ -37,8 +36,14 @@ pub struct Status {
     pub slot_size: usize,
     /// Bytes the ring occupies.
     pub segment_size: usize,
-    /// The producer cursor (messages ever published, or claimed for MPMC).
+    /// The producer cursor: messages ever published (SPSC) or claimed (MPMC). For SPSC this is
+    /// where the producer continues, derived from the slots: the stored word ([`head_hint`]) is
+    /// only a hint, which a producer killed between publishing and storing it leaves behind.
+    ///
+    /// [`head_hint`]: Self::head_hint
     pub head: u64,
+    /// The producer cursor word as stored in the segment (equal to `head` but after a crash).
+    pub head_hint: u64,
     /// The consumer cursor (messages ever released, or claimed for MPMC).
     pub tail: u64,
     /// Registered endpoints, with liveness.
@@ -58,9 +63,10 @@ pub struct Status {
 }
 
 impl Status {
-    /// Messages in the ring (`head - tail`, at most the capacity).
+    /// Messages in the ring no consumer has taken (`head - tail` with the wrapping difference
+    /// `docs/layout.md` defines, at most the capacity); see [`Ring::len`].
     pub fn len(&self) -> u64 {
-        self.head.saturating_sub(self.tail).min(self.capacity)
+        self.head.wrapping_sub(self.tail).min(self.capacity)
     }
 
     /// Whether [`len`](Self::len) is 0.
@@ -112,13 +118,15 @@ impl Ring {
         let wait = &mem.header().wait;
         // Relaxed (all): a snapshot for display; nothing is read through it.
         let creator = EndpointWord(mem.header().id.creator.load(Ordering::Relaxed));
+        let cursors = Cursors::of(mem);
         Status {
             kind: geo.kind,
             capacity: geo.capacity,
             slot_size: geo.slot_size,
             segment_size: geo.total_size,
-            tail: mem.tail().load(Ordering::Relaxed),
-            head: mem.head().load(Ordering::Relaxed),
+            tail: cursors.tail,
+            head: cursors.head,
+            head_hint: cursors.head_hint,
             endpoints: self.endpoints(),
             creator: (creator.0 != 0).then(|| (creator.pid(), creator.is_alive())),
             sleepers: [
@@ -152,29 +160,84 @@ impl Ring {
                 message,
             })
         };
+        let note = |out: &mut Vec<Finding>, message: String| {
+            out.push(Finding {
+                error: false,
+                message,
+            })
+        };
         let mem = &self.shared().mem;
         let geo = *mem.geometry();
         let cap = geo.capacity;
+        // Slots on pages never written (holes of a lazily sized object) are not read: reading
+        // them through the mapping would allocate them. They hold zeros, which the algorithms
+        // treat as hostile input anyway.
+        let resident = self.shared().resident();
+        let readable = |idx: usize| {
+            resident
+                .as_ref()
+                .is_none_or(|r| r.at(HEADER_SIZE + idx * geo.stride))
+        };
+        let mut holes = 0u64;
         // Relaxed (all loads below): a snapshot; nothing is read through it.
         let tail = mem.tail().load(Ordering::Relaxed);
-        let head = mem.head().load(Ordering::Relaxed);
-        let lag = head.wrapping_sub(tail);
-        if lag > cap {
-            error(
-                &mut out,
-                format!("cursors: head {head} - tail {tail} = {lag} exceeds the capacity {cap}"),
-            );
+        let hint = mem.head().load(Ordering::Relaxed);
+        // The messages that must be published: [tail, head) as the cursors say.
+        let mut inside = None;
+        match geo.kind {
+            Kind::Spsc => match crate::spsc::cursors(mem) {
+                Ok((head, tail)) => {
+                    if head != hint {
+                        note(
+                            &mut out,
+                            format!(
+                                "head {hint} is behind the slots, which are published up to {head}: \
+                                 a producer died between publishing and storing head; the next \
+                                 producer continues at {head}"
+                            ),
+                        );
+                    }
+                    if hint.wrapping_sub(tail) <= cap {
+                        inside = Some((tail, hint)); // stepped over by `cursors`, so check them
+                    }
+                }
+                Err(_) => error(
+                    &mut out,
+                    format!(
+                        "cursors: head {hint} and tail {tail} are more than the capacity {cap} apart"
+                    ),
+                ),
+            },
+            Kind::Mpmc => {
+                let lag = hint.wrapping_sub(tail);
+                if lag > cap {
+                    error(
+                        &mut out,
+                        format!(
+                            "cursors: head {hint} - tail {tail} = {lag} exceeds the capacity {cap}"
+                        ),
+                    );
+                } else {
+                    inside = Some((tail, hint));
+                }
+            }
         }
         let len_ok = |len: u32| {
             len as usize <= geo.slot_size
                 || (geo.kind == Kind::Mpmc && (len == SKIP || len == ABANDONED))
         };
         for idx in 0..cap as usize {
+            if !readable(idx) {
+                holes += 1;
+                continue;
+            }
             match geo.kind {
                 Kind::Spsc => {
                     let seq = mem.seq32(idx).load(Ordering::Relaxed);
-                    // Written as (cursor + 1) as u32 with cursor ≡ idx (mod cap); 0 if never.
-                    if seq != 0 && u64::from(seq.wrapping_sub(idx as u32 + 1)) % cap != 0 {
+                    // Written as (cursor + 1) as u32 with cursor ≡ idx (mod cap); never written:
+                    // idx (`layout::spsc_initial_seq`), or 0 in rings made before that rule.
+                    let written = u64::from(seq.wrapping_sub(idx as u32 + 1)) % cap == 0;
+                    if !written && seq != layout::spsc_initial_seq(idx) && seq != 0 {
                         error(
                             &mut out,
                             format!("slot {idx}: sequence {seq} cannot belong to this slot"),
@@ -194,32 +257,50 @@ impl Ring {
                 }
             }
         }
-        if lag <= cap {
-            for c in tail..head {
+        if let Some((from, to)) = inside {
+            let mut c = from;
+            while c != to {
                 let idx = (c & geo.mask()) as usize;
-                let len = mem.len(idx).load(Ordering::Relaxed);
-                let published = match geo.kind {
-                    Kind::Spsc => {
-                        mem.seq32(idx).load(Ordering::Relaxed) == c.wrapping_add(1) as u32
+                if readable(idx) {
+                    let len = mem.len(idx).load(Ordering::Relaxed);
+                    let published = match geo.kind {
+                        Kind::Spsc => {
+                            mem.seq32(idx).load(Ordering::Relaxed) == c.wrapping_add(1) as u32
+                        }
+                        Kind::Mpmc => mem.seq(idx).load(Ordering::Relaxed) == c.wrapping_add(1),
+                    };
+                    if geo.kind == Kind::Spsc && !published {
+                        error(
+                            &mut out,
+                            format!("message {c}: inside the cursors but not published"),
+                        );
                     }
-                    Kind::Mpmc => mem.seq(idx).load(Ordering::Relaxed) == c.wrapping_add(1),
-                };
-                if geo.kind == Kind::Spsc && !published {
+                    if published && !len_ok(len) {
+                        error(
+                            &mut out,
+                            format!(
+                                "message {c}: length {len} exceeds the slot size {}",
+                                geo.slot_size
+                            ),
+                        );
+                    }
+                } else if geo.kind == Kind::Spsc {
                     error(
                         &mut out,
-                        format!("message {c}: inside the cursors but not published"),
+                        format!("message {c}: inside the cursors, on a page never written"),
                     );
                 }
-                if published && !len_ok(len) {
-                    error(
-                        &mut out,
-                        format!(
-                            "message {c}: length {len} exceeds the slot size {}",
-                            geo.slot_size
-                        ),
-                    );
-                }
+                c = c.wrapping_add(1);
             }
+        }
+        if holes > 0 {
+            note(
+                &mut out,
+                format!(
+                    "{holes} slot(s) lie on pages never written (holes): not read, so as not to \
+                     allocate them"
+                ),
+            );
         }
         let header = mem.header();
         let mut counts = [0u32; 2];
@@ -282,67 +363,88 @@ pub struct Entry {
     pub bytes: u64,
     /// SysV only: how many processes have it attached.
     pub attached_processes: Option<u64>,
-    /// The ring, or why it could not be opened.
+    /// The ring, or why it could not be opened. A ring still being built, or whose creator died
+    /// building it, is [`OpenError::NotInitialized`], naming the creator only when the
+    /// segment's identity line proves it is a shmring ring (`docs/layout.md`).
     pub ring: Result<Ring, OpenError>,
+    /// This very segment (device and inode, or SysV id), so that removing it never removes
+    /// another that took its name meanwhile.
+    exact: Option<Exact>,
 }
 
 /// Every shmring segment on the machine that this user can see: POSIX objects in `/dev/shm`
-/// starting with the magic, and System V segments with a key (opened to check the magic).
+/// and keyed System V segments whose first bytes are the shmring magic (read without mapping a
+/// POSIX object). Segments without the magic are someone else's, or cannot be told from
+/// someone else's, and are not listed.
 ///
 /// Opening does not wait for a creator still building a header: such a segment is listed with
 /// [`OpenError::NotInitialized`].
 pub fn list() -> Vec<Entry> {
     let mut out = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/dev/shm") {
-        let mut names: Vec<_> = dir
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-            .collect();
-        names.sort();
-        for (name, path) in names {
-            let mut magic = [0u8; 8];
-            let readable = std::fs::File::open(&path).and_then(|mut f| f.read_exact(&mut magic));
-            // An unreadable object may be a ring of another user: list it (as denied) only if
-            // it is ours to judge; skip foreign, short or unreadable ones otherwise.
-            match readable {
-                Ok(()) if u64::from_le_bytes(magic) == MAGIC || magic == [0; 8] => {}
-                _ => continue,
-            }
-            let backing = Backing::Posix(format!("/{name}"));
-            let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
-            if bytes == 0 {
-                continue;
-            }
-            let ring = open_quick(&backing);
-            if magic == [0; 8] && !matches!(ring, Err(OpenError::NotInitialized { .. })) {
-                continue; // zeros that are not a ring being built: not ours
-            }
-            out.push(Entry {
-                backing,
-                bytes,
-                attached_processes: None,
-                ring,
-            });
-        }
-    }
-    for (key, bytes, nattch) in sysv_segments() {
-        let backing = Backing::SysV(SysvKey::Key(key));
-        let ring = open_quick(&backing);
-        if matches!(ring, Err(OpenError::NotShmring { .. })) {
+    for name in segment::posix::names() {
+        // An object we cannot read may be a ring of another user: not ours to judge.
+        let Ok((line, got, bytes, id)) = segment::posix::peek::<LINE>(&name) else {
+            continue;
+        };
+        if got < 8 || !starts_with_magic(&line) || bytes == 0 {
             continue;
         }
-        if matches!(&ring, Err(OpenError::Truncated { .. })) {
-            continue; // smaller than a header: not a ring
-        }
+        let backing = Backing::Posix(name.clone());
+        let ring = match open_quick(&backing) {
+            // A creator that died after writing its identity line, before sizing the object.
+            Err(OpenError::Truncated { .. }) if bytes == LINE as u64 => Err(unready(&line, bytes)),
+            other => other,
+        };
         out.push(Entry {
             backing,
             bytes,
-            attached_processes: Some(nattch),
+            attached_processes: None,
             ring,
+            exact: Some(Exact::Posix { name, id }),
+        });
+    }
+    for listed in segment::sysv::list() {
+        let Ok((line, got)) = segment::sysv::peek::<LINE>(listed.id) else {
+            continue;
+        };
+        if got < LINE || !starts_with_magic(&line) {
+            continue;
+        }
+        let backing = Backing::SysV(SysvKey::Key(listed.key));
+        let ring = open_quick(&backing);
+        let exact = match &ring {
+            Ok(r) => r.shared().exact(),
+            Err(_) => Some(Exact::SysV { id: listed.id }),
+        };
+        if exact != Some(Exact::SysV { id: listed.id }) {
+            continue; // removed and re-created between the listing and the open: look again later
+        }
+        out.push(Entry {
+            backing,
+            bytes: listed.bytes,
+            attached_processes: Some(listed.attached),
+            ring,
+            exact,
         });
     }
     out
+}
+
+fn starts_with_magic(line: &[u8; LINE]) -> bool {
+    line[..8] == MAGIC.to_le_bytes()
+}
+
+/// The "not initialized" verdict on a segment whose first bytes are `line` and size `bytes`,
+/// naming the creator only if the identity line proves a shmring creator wrote it.
+fn unready(line: &[u8; LINE], bytes: u64) -> OpenError {
+    let creator = layout::half_built(line, bytes)
+        .map(EndpointWord)
+        .filter(|w| w.plausible_creator());
+    OpenError::NotInitialized {
+        waited: Duration::ZERO,
+        creator_pid: creator.map(EndpointWord::pid),
+        creator_alive: creator.is_some_and(EndpointWord::is_alive),
+    }
 }
 
 /// Opens a ring without waiting for its creator.
@@ -351,24 +453,6 @@ fn open_quick(backing: &Backing) -> Result<Ring, OpenError> {
         .backing(backing.clone())
         .init_timeout(Duration::ZERO)
         .open()
-}
-
-/// `(key, bytes, nattch)` of every keyed SysV segment, from `/proc/sysvipc/shm`.
-fn sysv_segments() -> Vec<(i32, u64, u64)> {
-    let Ok(text) = std::fs::read_to_string("/proc/sysvipc/shm") else {
-        return Vec::new();
-    };
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            // key shmid perms size cpid lpid nattch ...
-            let key: i32 = f.first()?.parse().ok()?;
-            let bytes: u64 = f.get(3)?.parse().ok()?;
-            let nattch: u64 = f.get(6)?.parse().ok()?;
-            (key != 0).then_some((key, bytes, nattch))
-        })
-        .collect()
 }
 
 /// What [`gc`] decided about one segment.
@@ -387,13 +471,39 @@ pub struct Verdict {
 
 /// Finds shmring segments whose every recorded process is provably dead (module docs) and,
 /// with `remove`, removes them. A segment with a live endpoint, a live or unknown creator, a
-/// SysV attachment, or that cannot be read is always kept.
+/// SysV attachment, or that cannot be read is always kept; so is anything [`list`] cannot
+/// prove is a shmring segment (it is not even listed).
 ///
-/// A process could attach between the check and the removal; it keeps its mapping, but the
-/// name is gone. Each segment is checked again just before its removal to keep that window
-/// small.
+/// Each stale segment is judged again just before its removal, and the removal acts on that
+/// very segment (its device and inode, or its SysV id), never on another that took the name
+/// meanwhile. A process could still attach between that last check and the removal; it keeps
+/// its mapping, but the name is gone.
 pub fn gc(remove: bool) -> Vec<Verdict> {
     gc_matching(remove, |_| true)
+}
+
+/// Why `entry` is garbage (`Ok`), or why it is kept (`Err`).
+fn judge(entry: &Entry) -> Result<String, String> {
+    if let Some(n) = entry.attached_processes.filter(|&n| n > 0) {
+        return Err(format!("attached by {n} process(es)"));
+    }
+    match &entry.ring {
+        Ok(ring) => ring
+            .status()
+            .stale_reason()
+            .ok_or_else(|| "a recorded process is alive".to_owned()),
+        Err(OpenError::NotInitialized {
+            creator_pid: Some(pid),
+            creator_alive: false,
+            ..
+        }) => Ok(format!("never initialized; creator {pid} is dead")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The entry [`list`] would make of the segment `exact` now, if it is still that segment.
+fn again(exact: &Exact) -> Option<Entry> {
+    list().into_iter().find(|e| e.exact.as_ref() == Some(exact))
 }
 
 /// [`gc`] restricted to the segments `select` accepts (a name prefix, say).
@@ -402,25 +512,8 @@ pub fn gc_matching(remove: bool, select: impl Fn(&Backing) -> bool) -> Vec<Verdi
         .into_iter()
         .filter(|entry| select(&entry.backing))
         .map(|entry| {
-            let judge = |entry: &Entry| -> Result<String, String> {
-                if let Some(n) = entry.attached_processes.filter(|&n| n > 0) {
-                    return Err(format!("attached by {n} process(es)"));
-                }
-                match &entry.ring {
-                    Ok(ring) => ring
-                        .status()
-                        .stale_reason()
-                        .ok_or_else(|| "a recorded process is alive".to_owned()),
-                    Err(OpenError::NotInitialized {
-                        creator_pid: Some(pid),
-                        creator_alive: false,
-                        ..
-                    }) => Ok(format!("never initialized; creator {pid} is dead")),
-                    Err(e) => Err(e.to_string()),
-                }
-            };
             let verdict = judge(&entry);
-            let backing = entry.backing.clone();
+            let (backing, exact) = (entry.backing.clone(), entry.exact.clone());
             drop(entry);
             match verdict {
                 Err(kept) => Verdict {
@@ -431,23 +524,22 @@ pub fn gc_matching(remove: bool, select: impl Fn(&Backing) -> bool) -> Vec<Verdi
                 },
                 Ok(reason) => {
                     let removed = remove.then(|| {
-                        // Check again, as late as possible.
-                        let again = Entry {
-                            attached_processes: match &backing {
-                                Backing::SysV(SysvKey::Key(k)) => {
-                                    sysv_segments().into_iter().find(|s| s.0 == *k).map(|s| s.2)
-                                }
-                                _ => None,
-                            },
-                            ring: open_quick(&backing),
-                            backing: backing.clone(),
-                            bytes: 0,
+                        // Judge again, as late as possible, and remove exactly that segment
+                        // (keeping its mapping until then, so a POSIX inode cannot be reused).
+                        let Some(exact) = exact else {
+                            return Err("has no name to remove".to_owned());
                         };
-                        match judge(&again) {
-                            Ok(_) => {
-                                drop(again);
-                                crate::segment::remove(&backing).map_err(|e| e.to_string())
-                            }
+                        let Some(now) = again(&exact) else {
+                            return Err("no longer there (removed or replaced meanwhile)".into());
+                        };
+                        match judge(&now) {
+                            Ok(_) => match exact.remove() {
+                                Ok(true) => Ok(()),
+                                Ok(false) => {
+                                    Err("no longer there (removed or replaced meanwhile)".into())
+                                }
+                                Err(e) => Err(e.to_string()),
+                            },
                             Err(kept) => Err(format!("no longer stale: {kept}")),
                         }
                     });

@@ -85,6 +85,15 @@ impl EndpointWord {
         self.0 >> START_SHIFT
     }
 
+    /// Whether this can be a creator word as shmring writes it: a pid this system can have
+    /// (1..=`pid_max`) and the producer role bits (creators record themselves as producers).
+    /// A word read from a foreign object fails this most of the time; one that passes still
+    /// needs the rest of the identity line to be believed (`layout::half_built`).
+    pub(crate) fn plausible_creator(self) -> bool {
+        let pid = self.pid();
+        pid != 0 && pid <= pid_max() && (self.0 >> ROLE_SHIFT) & 3 == 1
+    }
+
     /// Whether the process this word names still runs: same pid, same start time, not a zombie.
     /// Errs on the side of "alive" when it cannot tell, so a live endpoint is never robbed.
     pub(crate) fn is_alive(self) -> bool {
@@ -112,6 +121,16 @@ impl EndpointWord {
             }
         }
     }
+}
+
+/// The largest pid of this system (`/proc/sys/kernel/pid_max`), or Linux's limit (2^22) when
+/// that cannot be read.
+fn pid_max() -> u32 {
+    const PID_MAX_LIMIT: u32 = 1 << 22;
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(PID_MAX_LIMIT)
 }
 
 #[cfg_attr(loom, allow(dead_code))] // liveness comes from `sync::death` under loom
@@ -403,6 +422,9 @@ pub(crate) struct Peers {
     generation: u32,
     /// The last liveness check found every peer entry's process dead.
     dead: bool,
+    /// When the last liveness check ran: the blocking calls run the next one a liveness
+    /// interval later, whatever calls come in between (`wait::block`).
+    checked_at: std::time::Instant,
 }
 
 impl Peers {
@@ -412,6 +434,7 @@ impl Peers {
             role,
             generation: 0,
             dead: false,
+            checked_at: std::time::Instant::now(),
         }
         .checked(mem)
     }
@@ -442,6 +465,7 @@ impl Peers {
 
     /// The liveness check: reads every registry entry and checks each peer's process.
     pub(crate) fn rescan(&mut self, mem: &RingMem) -> bool {
+        self.checked_at = std::time::Instant::now();
         // Relaxed: as in `gone`.
         self.generation = mem.registry_gen().load(Ordering::Relaxed);
         let header = mem.header();
@@ -452,6 +476,11 @@ impl Peers {
                 word.0 != 0 && word.role() == Some(self.role) && word.is_alive()
             });
         self.gone(mem)
+    }
+
+    /// When [`rescan`](Self::rescan) last ran.
+    pub(crate) fn checked_at(&self) -> std::time::Instant {
+        self.checked_at
     }
 
     /// Every registered peer, with liveness.

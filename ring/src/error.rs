@@ -411,8 +411,13 @@ impl std::error::Error for AttachError {}
 #[derive(PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TrySendError<T> {
-    /// The ring is full.
+    /// The ring is full: every slot holds a message no consumer has taken.
     Full(T),
+    /// MPMC: the ring is not full, but the next slot is still being read: a consumer took its
+    /// previous message and has not released it (a receive guard is alive, or the copy is in
+    /// progress). The slots after it wait behind it. Try again; the blocking calls wait through
+    /// it. If that consumer died, the producers take the slot back (`Status::reclaimed`).
+    Pending(T),
     /// The ring is full and every consumer that attached is gone (detached, or its process
     /// died). A consumer that attaches later would receive what the ring holds.
     Disconnected(T),
@@ -434,6 +439,7 @@ impl<T> TrySendError<T> {
     pub fn into_inner(self) -> T {
         match self {
             TrySendError::Full(m)
+            | TrySendError::Pending(m)
             | TrySendError::Disconnected(m)
             | TrySendError::TooLarge { msg: m, .. } => m,
             TrySendError::Corrupt(m, _) => m,
@@ -443,6 +449,12 @@ impl<T> TrySendError<T> {
     /// Whether the ring was full (the send may succeed later).
     pub fn is_full(&self) -> bool {
         matches!(self, TrySendError::Full(_))
+    }
+
+    /// Whether the send may succeed later: [`Full`](Self::Full) or
+    /// [`Pending`](Self::Pending), the outcomes the blocking calls wait through.
+    pub fn would_block(&self) -> bool {
+        matches!(self, TrySendError::Full(_) | TrySendError::Pending(_))
     }
 
     /// Whether the consumers are gone.
@@ -455,6 +467,7 @@ impl<T> fmt::Debug for TrySendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TrySendError::Full(_) => f.write_str("Full(..)"),
+            TrySendError::Pending(_) => f.write_str("Pending(..)"),
             TrySendError::Disconnected(_) => f.write_str("Disconnected(..)"),
             TrySendError::TooLarge { len, max, .. } => f
                 .debug_struct("TooLarge")
@@ -470,6 +483,9 @@ impl<T> fmt::Display for TrySendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TrySendError::Full(_) => f.write_str("sending on a full ring"),
+            TrySendError::Pending(_) => f.write_str(
+                "sending while a consumer still reads the next slot (the ring is not full)",
+            ),
             TrySendError::Disconnected(_) => {
                 f.write_str("sending on a full ring whose consumers are gone")
             }
@@ -490,6 +506,8 @@ impl<T> std::error::Error for TrySendError<T> {}
 pub enum TryClaimError {
     /// The ring is full.
     Full,
+    /// MPMC: the next slot is still being read by a consumer (see [`TrySendError::Pending`]).
+    Pending,
     /// The ring is full and every consumer that attached is gone.
     Disconnected,
     /// The shared cursors are corrupt.
@@ -501,6 +519,7 @@ impl TryClaimError {
     pub(crate) fn with_msg<T>(self, msg: T) -> TrySendError<T> {
         match self {
             TryClaimError::Full => TrySendError::Full(msg),
+            TryClaimError::Pending => TrySendError::Pending(msg),
             TryClaimError::Disconnected => TrySendError::Disconnected(msg),
             TryClaimError::Corrupt(c) => TrySendError::Corrupt(msg, c),
         }
@@ -511,11 +530,21 @@ impl fmt::Display for TryClaimError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TryClaimError::Full => f.write_str("claiming a slot on a full ring"),
+            TryClaimError::Pending => {
+                f.write_str("claiming a slot a consumer still reads (the ring is not full)")
+            }
             TryClaimError::Disconnected => {
                 f.write_str("claiming a slot on a full ring whose consumers are gone")
             }
             TryClaimError::Corrupt(c) => c.fmt(f),
         }
+    }
+}
+
+impl TryClaimError {
+    /// Whether a claim may succeed later: [`Full`](Self::Full) or [`Pending`](Self::Pending).
+    pub fn would_block(&self) -> bool {
+        matches!(self, TryClaimError::Full | TryClaimError::Pending)
     }
 }
 
@@ -526,8 +555,13 @@ impl std::error::Error for TryClaimError {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TryRecvError {
-    /// The ring is empty.
+    /// The ring is empty: no producer has claimed a slot the consumers have not taken.
     Empty,
+    /// MPMC: the ring is not empty, but the next message is still being written: its producer
+    /// claimed the slot and has not committed it. The messages after it wait behind it. Try
+    /// again; the blocking calls wait through it. If that producer died, the slot is recovered
+    /// and reported as [`Abandoned`](Self::Abandoned) (`docs/crash-recovery.md`).
+    Pending,
     /// The ring is empty and every producer that attached is gone (detached, or its process
     /// died): nothing more will arrive unless a new producer attaches.
     Disconnected,
@@ -561,6 +595,9 @@ impl fmt::Display for TryRecvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TryRecvError::Empty => f.write_str("receiving on an empty ring"),
+            TryRecvError::Pending => f.write_str(
+                "receiving while a producer still writes the next message (the ring is not empty)",
+            ),
             TryRecvError::Disconnected => {
                 f.write_str("receiving on an empty ring whose producers are gone")
             }
@@ -578,6 +615,14 @@ impl fmt::Display for TryRecvError {
                 "message {cursor} was lost: its producer died before committing it"
             ),
         }
+    }
+}
+
+impl TryRecvError {
+    /// Whether a message may arrive later: [`Empty`](Self::Empty) or
+    /// [`Pending`](Self::Pending), the outcomes the blocking calls wait through.
+    pub fn would_block(&self) -> bool {
+        matches!(self, TryRecvError::Empty | TryRecvError::Pending)
     }
 }
 
@@ -647,10 +692,11 @@ impl<T> SendError<T> {
         matches!(self, SendError::Timeout(_))
     }
 
-    /// The blocking form of a non-blocking outcome; `Full` only ever arrives at a deadline.
+    /// The blocking form of a non-blocking outcome; `Full` and `Pending` only ever arrive at a
+    /// deadline.
     pub(crate) fn from_try(e: TrySendError<T>) -> SendError<T> {
         match e {
-            TrySendError::Full(m) => SendError::Timeout(m),
+            TrySendError::Full(m) | TrySendError::Pending(m) => SendError::Timeout(m),
             TrySendError::Disconnected(m) => SendError::Disconnected(m),
             TrySendError::TooLarge { msg, len, max } => SendError::TooLarge { msg, len, max },
             TrySendError::Corrupt(m, c) => SendError::Corrupt(m, c),
@@ -706,7 +752,7 @@ pub enum ClaimError {
 impl ClaimError {
     pub(crate) fn from_try(e: TryClaimError) -> ClaimError {
         match e {
-            TryClaimError::Full => ClaimError::Timeout,
+            TryClaimError::Full | TryClaimError::Pending => ClaimError::Timeout,
             TryClaimError::Disconnected => ClaimError::Disconnected,
             TryClaimError::Corrupt(c) => ClaimError::Corrupt(c),
         }
@@ -771,10 +817,11 @@ impl RecvError {
         matches!(self, RecvError::Timeout)
     }
 
-    /// The blocking form of a non-blocking outcome; `Empty` only ever arrives at a deadline.
+    /// The blocking form of a non-blocking outcome; `Empty` and `Pending` only ever arrive at
+    /// a deadline.
     pub(crate) fn from_try(e: TryRecvError) -> RecvError {
         match e {
-            TryRecvError::Empty => RecvError::Timeout,
+            TryRecvError::Empty | TryRecvError::Pending => RecvError::Timeout,
             TryRecvError::Disconnected => RecvError::Disconnected,
             TryRecvError::BufferTooSmall { needed, available } => {
                 RecvError::BufferTooSmall { needed, available }

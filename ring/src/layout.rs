@@ -326,37 +326,90 @@ impl Geometry {
     }
 }
 
+/// The identity line a creator writes before anything else (the ready word still 0), so that
+/// a segment of ours is recognisable from its first bytes even if its creator dies before
+/// finishing it: the POSIX backend writes it before sizing the object (`segment::posix`), and
+/// [`init`] writes the same bytes again in place.
+pub(crate) fn identity_line(geo: &Geometry, creator: u64) -> [u8; LINE] {
+    let mut line = [0u8; LINE];
+    let mut put =
+        |offset: usize, bytes: &[u8]| line[offset..offset + bytes.len()].copy_from_slice(bytes);
+    put(offset_of!(Identity, magic), &MAGIC.to_le_bytes());
+    put(offset_of!(Identity, ready), &0u32.to_le_bytes());
+    put(offset_of!(Identity, kind), &geo.kind.code().to_le_bytes());
+    put(offset_of!(Identity, capacity), &geo.capacity.to_le_bytes());
+    put(
+        offset_of!(Identity, slot_size),
+        &(geo.slot_size as u64).to_le_bytes(),
+    );
+    put(
+        offset_of!(Identity, slot_stride),
+        &(geo.stride as u64).to_le_bytes(),
+    );
+    put(
+        offset_of!(Identity, payload_offset),
+        &(geo.payload_offset as u64).to_le_bytes(),
+    );
+    put(
+        offset_of!(Identity, slots_offset),
+        &(HEADER_SIZE as u64).to_le_bytes(),
+    );
+    put(
+        offset_of!(Identity, total_size),
+        &(geo.total_size as u64).to_le_bytes(),
+    );
+    put(
+        offset_of!(Identity, max_endpoints),
+        &(MAX_ENDPOINTS as u32).to_le_bytes(),
+    );
+    put(offset_of!(Identity, creator), &creator.to_le_bytes());
+    line
+}
+
+/// The length word of an SPSC slot never written: larger than any slot, so a reader that
+/// mistook such a slot for a published one reports a corrupt length instead of delivering a
+/// message nobody sent.
+pub(crate) const SPSC_NEVER_WRITTEN: u32 = u32::MAX;
+
+/// The sequence word of SPSC slot `idx` never written: `idx` itself. The sequence word of
+/// cursor `c` (in slot `c mod capacity`) is `(c + 1) mod 2^32`, which is `idx + 1` modulo the
+/// capacity (a power of two that divides 2^32), never `idx` when the capacity is at least 2,
+/// whatever the cursors start from. (With a capacity of 1 every value is someone's; then
+/// [`SPSC_NEVER_WRITTEN`] catches the collision.)
+pub(crate) fn spsc_initial_seq(idx: usize) -> u32 {
+    idx as u32
+}
+
 /// Builds a fresh header and slot array in place, storing the ready word last.
 ///
 /// # Safety
-/// - `base` is valid for reads and writes of `geo.total_size` bytes, 128-byte aligned, and zeroed.
+/// - `base` is valid for reads and writes of `geo.total_size` bytes, 128-byte aligned, and zeroed
+///   (except for the [`identity_line`] the backend may have written first).
 /// - No other process or thread reads the header before this returns, except through the ready
 ///   word (which stays 0 until the very end).
 pub(crate) unsafe fn init(base: NonNull<u8>, geo: &Geometry, creator: u64) {
     let h = base.as_ptr().cast::<Header>();
+    let line = identity_line(geo, creator);
     // SAFETY: `base` is valid, aligned and large enough for a `Header` (caller's duty, and
-    // `total_size >= HEADER_SIZE`); nobody else writes it while we build it.
+    // `total_size >= HEADER_SIZE`); nobody else writes it while we build it. The ready word
+    // (bytes 8..12) is written as 0 here and stored last, below.
     unsafe {
-        (*h).id.creator.store(creator, Ordering::Relaxed);
-        ptr::addr_of_mut!((*h).id.magic).write(MAGIC);
-        ptr::addr_of_mut!((*h).id.kind).write(geo.kind.code());
-        ptr::addr_of_mut!((*h).id.capacity).write(geo.capacity);
-        ptr::addr_of_mut!((*h).id.slot_size).write(geo.slot_size as u64);
-        ptr::addr_of_mut!((*h).id.slot_stride).write(geo.stride as u64);
-        ptr::addr_of_mut!((*h).id.payload_offset).write(geo.payload_offset as u64);
-        ptr::addr_of_mut!((*h).id.slots_offset).write(HEADER_SIZE as u64);
-        ptr::addr_of_mut!((*h).id.total_size).write(geo.total_size as u64);
-        ptr::addr_of_mut!((*h).id.max_endpoints).write(MAX_ENDPOINTS as u32);
+        ptr::copy_nonoverlapping(line.as_ptr(), base.as_ptr(), LINE);
         (*h).head.value.store(0, Ordering::Relaxed);
         (*h).tail.value.store(0, Ordering::Relaxed);
     }
-    if geo.kind == Kind::Mpmc {
-        for i in 0..geo.capacity {
-            // SAFETY: `i < capacity`, so the slot lies inside the `total_size` bytes; its first
-            // word is 8-byte aligned (HEADER_SIZE and stride are multiples of 8).
-            unsafe {
-                let seq = base.as_ptr().add(HEADER_SIZE + i as usize * geo.stride);
-                (*seq.cast::<raw::AtomicU64>()).store(i, Ordering::Relaxed);
+    for i in 0..geo.capacity as usize {
+        // SAFETY: `i < capacity`, so the slot lies inside the `total_size` bytes; its first
+        // word is 8-byte aligned (HEADER_SIZE and stride are multiples of 8).
+        unsafe {
+            let slot = base.as_ptr().add(HEADER_SIZE + i * geo.stride);
+            match geo.kind {
+                Kind::Mpmc => (*slot.cast::<raw::AtomicU64>()).store(i as u64, Ordering::Relaxed),
+                Kind::Spsc => {
+                    (*slot.cast::<raw::AtomicU32>()).store(SPSC_NEVER_WRITTEN, Ordering::Relaxed);
+                    (*slot.add(4).cast::<raw::AtomicU32>())
+                        .store(spsc_initial_seq(i), Ordering::Relaxed);
+                }
             }
         }
     }
@@ -391,48 +444,105 @@ pub(crate) unsafe fn read_magic(base: NonNull<u8>) -> u64 {
     unsafe { ptr::read_volatile(base.as_ptr().cast::<u64>()) }
 }
 
-/// The creator word (an endpoint word, 0 if the creator never got as far as storing it).
-///
-/// # Safety
-/// `base` is valid for reads of `HEADER_SIZE` bytes and 128-byte aligned.
-pub(crate) unsafe fn read_creator(base: NonNull<u8>) -> u64 {
-    // SAFETY: the caller guarantees the header is mapped; an atomic load of an aligned word.
-    // Relaxed: a hint for attribution; nothing is read through it.
-    unsafe {
-        (*base.as_ptr().cast::<Header>())
-            .id
-            .creator
-            .load(Ordering::Relaxed)
+/// The identity line's fields as read, before any is trusted.
+struct IdentityFields {
+    magic: u64,
+    ready: u32,
+    kind: u32,
+    capacity: u64,
+    slot_size: u64,
+    stride: u64,
+    payload_offset: u64,
+    slots_offset: u64,
+    total: u64,
+    creator: u64,
+}
+
+impl IdentityFields {
+    fn parse(line: &[u8; LINE]) -> IdentityFields {
+        let u64_at = |o: usize| u64::from_le_bytes(line[o..o + 8].try_into().unwrap_or([0; 8]));
+        let u32_at = |o: usize| u32::from_le_bytes(line[o..o + 4].try_into().unwrap_or([0; 4]));
+        IdentityFields {
+            magic: u64_at(offset_of!(Identity, magic)),
+            ready: u32_at(offset_of!(Identity, ready)),
+            kind: u32_at(offset_of!(Identity, kind)),
+            capacity: u64_at(offset_of!(Identity, capacity)),
+            slot_size: u64_at(offset_of!(Identity, slot_size)),
+            stride: u64_at(offset_of!(Identity, slot_stride)),
+            payload_offset: u64_at(offset_of!(Identity, payload_offset)),
+            slots_offset: u64_at(offset_of!(Identity, slots_offset)),
+            total: u64_at(offset_of!(Identity, total_size)),
+            creator: u64_at(offset_of!(Identity, creator)),
+        }
+    }
+
+    /// The geometry these fields describe, if they are a shmring identity line: the magic,
+    /// a known kind, a valid geometry, and every derived field as derived. The ready word is
+    /// the caller's business.
+    fn geometry(&self) -> Result<Geometry, OpenError> {
+        if self.magic != MAGIC {
+            return Err(OpenError::NotShmring { found: self.magic });
+        }
+        let kind = Kind::from_code(self.kind).ok_or(OpenError::CorruptHeader {
+            field: "kind",
+            found: u64::from(self.kind),
+            reason: "not 1 (SPSC) or 2 (MPMC)",
+        })?;
+        let slot_size = usize::try_from(self.slot_size).unwrap_or(usize::MAX);
+        let geo = Geometry::new(kind, self.capacity, slot_size).map_err(|e| {
+            let field = e.header_field();
+            OpenError::CorruptHeader {
+                field,
+                found: if field == "capacity" {
+                    self.capacity
+                } else {
+                    self.slot_size
+                },
+                reason: e.reason(),
+            }
+        })?;
+        let derived = [
+            ("slot_stride", geo.stride as u64, self.stride),
+            (
+                "payload_offset",
+                geo.payload_offset as u64,
+                self.payload_offset,
+            ),
+            ("slots_offset", HEADER_SIZE as u64, self.slots_offset),
+            ("total_size", geo.total_size as u64, self.total),
+        ];
+        for (field, expected, found) in derived {
+            if expected != found {
+                return Err(OpenError::LayoutMismatch {
+                    field,
+                    expected,
+                    found,
+                });
+            }
+        }
+        Ok(geo)
     }
 }
 
 /// Validates a header whose ready word has been seen non-zero, against the mapping length.
 ///
-/// Every field is read exactly once into a local and checked before use: the segment may hold
-/// anything.
+/// The identity line is copied out once (the segment may change under us) and every field is
+/// checked against the others before any is used.
 ///
 /// # Safety
 /// `base` is valid for reads of `map_len` bytes, 128-byte aligned, and `map_len >= HEADER_SIZE`.
 pub(crate) unsafe fn validate(base: NonNull<u8>, map_len: usize) -> Result<Geometry, OpenError> {
     debug_assert!(map_len >= HEADER_SIZE);
-    let h = base.as_ptr().cast::<Header>();
-    // SAFETY: the header lies within the mapping (caller's duty); plain volatile reads of
-    // integers, each once, whatever their value.
-    let (magic, ready, kind, capacity, slot_size, stride, payload_offset, slots_offset, total) = unsafe {
-        (
-            ptr::read_volatile(ptr::addr_of!((*h).id.magic)),
-            (*h).id.ready.load(Ordering::Acquire),
-            ptr::read_volatile(ptr::addr_of!((*h).id.kind)),
-            ptr::read_volatile(ptr::addr_of!((*h).id.capacity)),
-            ptr::read_volatile(ptr::addr_of!((*h).id.slot_size)),
-            ptr::read_volatile(ptr::addr_of!((*h).id.slot_stride)),
-            ptr::read_volatile(ptr::addr_of!((*h).id.payload_offset)),
-            ptr::read_volatile(ptr::addr_of!((*h).id.slots_offset)),
-            ptr::read_volatile(ptr::addr_of!((*h).id.total_size)),
-        )
-    };
-    if magic != MAGIC {
-        return Err(OpenError::NotShmring { found: magic });
+    // SAFETY: the header lies within the mapping (caller's duty); an atomic load.
+    let ready = unsafe { read_ready(base) };
+    // SAFETY: as above; volatile reads of aligned words, whatever their value, after the
+    // Acquire load of the ready word (which orders them after the creator's stores).
+    let line = unsafe { copy_line(base) };
+    let fields = IdentityFields::parse(&line);
+    if fields.magic != MAGIC {
+        return Err(OpenError::NotShmring {
+            found: fields.magic,
+        });
     }
     if ready != LAYOUT_VERSION {
         return Err(OpenError::VersionMismatch {
@@ -440,36 +550,7 @@ pub(crate) unsafe fn validate(base: NonNull<u8>, map_len: usize) -> Result<Geome
             found: ready,
         });
     }
-    let kind = Kind::from_code(kind).ok_or(OpenError::CorruptHeader {
-        field: "kind",
-        found: u64::from(kind),
-        reason: "not 1 (SPSC) or 2 (MPMC)",
-    })?;
-    let slot_size_usize = usize::try_from(slot_size).unwrap_or(usize::MAX);
-    let geo =
-        Geometry::new(kind, capacity, slot_size_usize).map_err(|e| OpenError::CorruptHeader {
-            field: e.header_field(),
-            found: match e.header_field() {
-                "capacity" => capacity,
-                _ => slot_size,
-            },
-            reason: e.reason(),
-        })?;
-    let derived = [
-        ("slot_stride", geo.stride as u64, stride),
-        ("payload_offset", geo.payload_offset as u64, payload_offset),
-        ("slots_offset", HEADER_SIZE as u64, slots_offset),
-        ("total_size", geo.total_size as u64, total),
-    ];
-    for (field, expected, found) in derived {
-        if expected != found {
-            return Err(OpenError::LayoutMismatch {
-                field,
-                expected,
-                found,
-            });
-        }
-    }
+    let geo = fields.geometry()?;
     if geo.total_size > map_len {
         return Err(OpenError::Truncated {
             needed: geo.total_size as u64,
@@ -477,6 +558,41 @@ pub(crate) unsafe fn validate(base: NonNull<u8>, map_len: usize) -> Result<Geome
         });
     }
     Ok(geo)
+}
+
+/// The identity line, copied out of the mapping word by word.
+///
+/// # Safety
+/// `base` is valid for reads of `LINE` bytes and 8-byte aligned.
+unsafe fn copy_line(base: NonNull<u8>) -> [u8; LINE] {
+    let mut line = [0u8; LINE];
+    for (i, chunk) in line.chunks_exact_mut(8).enumerate() {
+        // SAFETY: caller's duty; word `i` of the line is in bounds and aligned.
+        let w = unsafe { ptr::read_volatile(base.as_ptr().cast::<u64>().add(i)) };
+        chunk.copy_from_slice(&w.to_le_bytes());
+    }
+    line
+}
+
+/// The creator of a segment that is a shmring ring under construction, judged from its first
+/// bytes alone: the identity line is complete and consistent (as [`identity_line`] writes it
+/// before anything else), the ready word is still 0, and the object is as long as a creator
+/// leaves it (`LINE` bytes if it died before sizing it, or the whole ring). Anything else is
+/// not provably ours: `None`.
+pub(crate) fn half_built(line: &[u8; LINE], object_len: u64) -> Option<u64> {
+    let fields = IdentityFields::parse(line);
+    let geo = fields.geometry().ok()?;
+    let sized = object_len == LINE as u64 || object_len == geo.total_size as u64;
+    (fields.ready == 0 && sized && fields.creator != 0).then_some(fields.creator)
+}
+
+/// [`half_built`] of a mapped header.
+///
+/// # Safety
+/// `base` is valid for reads of `HEADER_SIZE` bytes and 128-byte aligned.
+pub(crate) unsafe fn half_built_at(base: NonNull<u8>, object_len: u64) -> Option<u64> {
+    // SAFETY: caller's duty.
+    half_built(&unsafe { copy_line(base) }, object_len)
 }
 
 /// The loom model's copy of the words the algorithms synchronise on (loom atomics cannot live in
@@ -534,8 +650,18 @@ impl RingMem {
                 head: AtomicU64::new(0),
                 tail: AtomicU64::new(0),
                 seqs: (0..slots as u64).map(AtomicU64::new).collect(),
-                lens: (0..slots).map(|_| AtomicU32::new(0)).collect(),
-                seq32s: (0..slots).map(|_| AtomicU32::new(0)).collect(),
+                // As `init` lays them (MPMC lengths start at 0).
+                lens: (0..slots)
+                    .map(|_| {
+                        AtomicU32::new(match geo.kind {
+                            Kind::Spsc => SPSC_NEVER_WRITTEN,
+                            Kind::Mpmc => 0,
+                        })
+                    })
+                    .collect(),
+                seq32s: (0..slots)
+                    .map(|i| AtomicU32::new(spsc_initial_seq(i)))
+                    .collect(),
                 data: crate::wait::ShadowPair::new(),
                 space: crate::wait::ShadowPair::new(),
                 attached: [AtomicU32::new(0), AtomicU32::new(0)],

@@ -37,6 +37,16 @@ impl Shared {
         self.segment.tripped()
     }
 
+    /// This named segment, exactly (see `segment::Exact`).
+    pub(crate) fn exact(&self) -> Option<segment::Exact> {
+        self.segment.exact()
+    }
+
+    /// Which pages of the mapping hold memory (`segment::Segment::resident`).
+    pub(crate) fn resident(&self) -> Option<segment::Resident> {
+        self.segment.resident()
+    }
+
     /// The corruption to report for `found`: [`Corruption::Shrunk`](crate::Corruption::Shrunk)
     /// if the segment was truncated under us (its zero pages are what made `found`), else
     /// `found`.
@@ -258,10 +268,12 @@ impl RingBuilder {
     pub fn create(&self) -> Result<Ring, OpenError> {
         let geo = self.geometry()?;
         let backing = self.backing_ref()?.clone();
+        let creator = EndpointWord::current(Role::Producer).0;
         let mut segment = match &backing {
             Backing::Posix(name) => segment::posix::create(
                 &segment::posix::normalize_name(name)?,
                 geo.total_size,
+                &layout::identity_line(&geo, creator),
                 &self.opts,
             )?,
             Backing::SysV(key) => {
@@ -275,7 +287,6 @@ impl RingBuilder {
         {
             segment.remove_on_drop();
         }
-        let creator = EndpointWord::current(Role::Producer).0;
         // SAFETY: the segment is fresh, zero-filled, page-aligned and `total_size` long; nobody
         // else reads it before the ready word.
         unsafe { layout::init(segment.base(), &geo, creator) };
@@ -325,12 +336,16 @@ impl RingBuilder {
                 return Err(OpenError::NotShmring { found: magic });
             }
             if started.elapsed() >= self.init_timeout {
+                // The creator only if the identity line proves this is a ring being built: a
+                // foreign object's bytes never name a process (`admin::gc` acts on it).
                 // SAFETY: as above.
-                let creator = EndpointWord(unsafe { layout::read_creator(base) });
+                let creator = unsafe { layout::half_built_at(base, segment.len() as u64) }
+                    .map(EndpointWord)
+                    .filter(|w| w.plausible_creator());
                 return Err(OpenError::NotInitialized {
                     waited: started.elapsed(),
-                    creator_pid: (creator.0 != 0).then(|| creator.pid()),
-                    creator_alive: creator.0 != 0 && creator.is_alive(),
+                    creator_pid: creator.map(EndpointWord::pid),
+                    creator_alive: creator.is_some_and(EndpointWord::is_alive),
                 });
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -390,6 +405,36 @@ impl RingBuilder {
             }
         }
         Err(last)
+    }
+}
+
+/// Where the cursors stand, as an observer can tell (a snapshot: they move while read).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cursors {
+    /// The producer cursor: SPSC, derived from the slots (`spsc::cursors`), which a killed
+    /// producer can leave ahead of the stored word; MPMC, the stored word.
+    pub(crate) head: u64,
+    /// The producer cursor word as stored.
+    pub(crate) head_hint: u64,
+    /// The consumer cursor.
+    pub(crate) tail: u64,
+}
+
+impl Cursors {
+    pub(crate) fn of(mem: &RingMem) -> Cursors {
+        // Relaxed (both): a snapshot; nothing is read through it. Tail first: it never passes
+        // the producer, so a head read after it is at least as far.
+        let tail = mem.tail().load(Ordering::Relaxed);
+        let head_hint = mem.head().load(Ordering::Relaxed);
+        let head = match mem.geometry().kind {
+            Kind::Spsc => spsc::cursors(mem).map_or(head_hint, |(head, _)| head),
+            Kind::Mpmc => head_hint,
+        };
+        Cursors {
+            head,
+            head_hint,
+            tail,
+        }
     }
 }
 
@@ -469,19 +514,26 @@ impl Ring {
         self.shared.created
     }
 
-    /// Messages in the ring, approximately (the cursors move while they are read); at most the
-    /// capacity.
+    /// Messages in the ring that no consumer has taken, approximately (the cursors move while
+    /// they are read); at most the capacity. SPSC: published and not yet received. MPMC:
+    /// claimed by a producer and not yet by a consumer, so it includes messages still being
+    /// written (a consumer answers `Pending` for those). Cursors are compared with the wrapping
+    /// difference `docs/layout.md` defines, so this stays right when they pass `u64::MAX`.
     pub fn len(&self) -> usize {
-        let mem = &self.shared.mem;
-        // Relaxed: a snapshot; nothing is read through it.
-        let tail = mem.tail().load(Ordering::Relaxed);
-        let head = mem.head().load(Ordering::Relaxed);
-        head.saturating_sub(tail).min(self.capacity()) as usize
+        let c = Cursors::of(&self.shared.mem);
+        c.head.wrapping_sub(c.tail).min(self.capacity()) as usize
     }
 
-    /// Whether [`len`](Self::len) is 0.
+    /// Whether [`len`](Self::len) is 0: on a quiescent ring, a consumer's `try_recv` answers
+    /// `Empty` (or `Disconnected`).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether [`len`](Self::len) is the capacity: on a quiescent ring, a producer's
+    /// `try_send` answers `Full` (or `Disconnected`).
+    pub fn is_full(&self) -> bool {
+        self.len() as u64 == self.capacity()
     }
 
     /// The endpoints registered in the segment, with whether their processes are alive.

@@ -71,19 +71,44 @@ pub struct Consumer {
     tail: u64,
 }
 
-/// Loads both cursors for a newly attached endpoint and checks they make sense.
-fn load_cursors(mem: &RingMem) -> Result<(u64, u64), Corruption> {
+/// The cursors as an attaching endpoint (or an observer) must take them: `tail` exactly, and
+/// the producer's position derived from the slots.
+///
+/// `tail` is exact: the consumer stores it after every release. `head` is only a hint: the
+/// producer stores it (Relaxed) after publishing, so a producer killed between the two leaves
+/// it behind the slots it published — by at most one batch, at most the capacity, because a
+/// successor stores the position it derived as soon as it attaches. The consumer may then have
+/// received those slots too, leaving `head` up to a capacity *behind* `tail`. The sequence
+/// words say exactly: from `max(head, tail)`, every slot holding the sequence word of its
+/// cursor is published, and the first that does not is where the producer continues.
+///
+/// Returns `(position, tail)`, or [`Corruption::Cursors`] if `head` is more than the capacity
+/// away from `tail` in either direction (no crash leaves that).
+pub(crate) fn cursors(mem: &RingMem) -> Result<(u64, u64), Corruption> {
     // Acquire (both): pairs with the Release stores of the endpoints that held the roles before,
     // so we continue from where they left off, their slot accesses ordered before ours.
-    let head = mem.head().load(Ordering::Acquire);
+    let hint = mem.head().load(Ordering::Acquire);
     let tail = mem.tail().load(Ordering::Acquire);
     let capacity = mem.geometry().capacity;
-    if head.wrapping_sub(tail) > capacity {
+    let ahead = hint.wrapping_sub(tail);
+    let mut head = if ahead <= capacity {
+        hint
+    } else if tail.wrapping_sub(hint) <= capacity {
+        tail
+    } else {
         return Err(Corruption::Cursors {
-            head,
+            head: hint,
             tail,
             capacity,
         });
+    };
+    while head.wrapping_sub(tail) < capacity {
+        let idx = (head & mem.geometry().mask()) as usize;
+        // Relaxed: only compared; the consumer's Acquire is what reads the slot.
+        if mem.seq32(idx).load(Ordering::Relaxed) != head.wrapping_add(1) as u32 {
+            break;
+        }
+        head = head.wrapping_add(1);
     }
     Ok((head, tail))
 }
@@ -148,10 +173,17 @@ macro_rules! endpoint_common {
             fn check_peers(&mut self) {
                 <$t>::check_peers(self);
             }
+
+            fn checked_at(&self) -> Instant {
+                self.peers.checked_at()
+            }
         }
 
         impl Drop for $t {
             fn drop(&mut self) {
+                if !crate::sync::dying() {
+                    self.before_detach();
+                }
                 endpoint::deregister(&self.shared.mem, &self.reg);
             }
         }
@@ -195,7 +227,7 @@ macro_rules! blocking_api {
             ) -> Result<(), $crate::SendError<&'m [u8]>> {
                 $crate::wait::block_on(self, $crate::wait::Side::Space, deadline, |p| {
                     match p.try_send(msg) {
-                        Err(TrySendError::Full(_)) => None,
+                        Err(e) if e.would_block() => None,
                         done => Some(done),
                     }
                 })
@@ -257,7 +289,7 @@ macro_rules! blocking_api {
             ) -> Result<usize, RecvError> {
                 $crate::wait::block_on(self, $crate::wait::Side::Data, deadline, |c| {
                     match c.try_recv(buf) {
-                        Err(TryRecvError::Empty) => None,
+                        Err(e) if e.would_block() => None,
                         done => Some(done),
                     }
                 })
@@ -294,29 +326,30 @@ blocking_api!(Producer, Consumer);
 
 impl Producer {
     fn liveness_tick(&mut self) {}
+
+    /// Nothing to settle: a claim leaked with `mem::forget` published nothing (`head` did not
+    /// move), so the next producer reuses its slot.
+    fn before_detach(&mut self) {}
 }
 
 impl Consumer {
     fn liveness_tick(&mut self) {}
+
+    /// Nothing to settle: a receive guard leaked with `mem::forget` released nothing (`tail`
+    /// did not move), so the next consumer receives its message.
+    fn before_detach(&mut self) {}
 }
 
 impl Producer {
     pub(crate) fn attach(shared: Arc<Shared>) -> Result<Producer, AttachError> {
         let reg = endpoint::register(&shared.mem, Role::Producer, Placement::Fixed(0))?;
-        match load_cursors(&shared.mem) {
-            Ok((mut head, tail)) => {
-                // A predecessor that died between publishing a slot and storing `head` left
-                // `head` behind: step over the slots it published.
-                let mem = &shared.mem;
-                let capacity = mem.geometry().capacity;
-                while head.wrapping_sub(tail) < capacity {
-                    let idx = (head & mem.geometry().mask()) as usize;
-                    // Relaxed: only compared; the consumer's Acquire is what reads the slot.
-                    if mem.seq32(idx).load(Ordering::Relaxed) != head.wrapping_add(1) as u32 {
-                        break;
-                    }
-                    head = head.wrapping_add(1);
-                }
+        match cursors(&shared.mem) {
+            Ok((head, tail)) => {
+                // A predecessor that died between publishing slots and storing `head` left it
+                // behind; `cursors` stepped over what it published. Store the repaired value at
+                // once, so the hint never lags by more than this producer's next batch.
+                // Relaxed: as in `advance`.
+                shared.mem.head().store(head, Ordering::Relaxed);
                 let peers = Peers::new(&shared.mem, Role::Consumer);
                 Ok(Producer {
                     shared,
@@ -414,6 +447,7 @@ impl Producer {
     /// Advances past `count` published slots.
     #[inline(always)]
     fn advance(&mut self, count: u64) {
+        crate::sync::crash_point(crate::sync::Step::BeforeHead);
         self.head = self.head.wrapping_add(count);
         // Relaxed: `head` publishes nothing (the slots' sequence words do); it is read by `len`
         // and by a successor producer, which re-checks the sequence words anyway.
@@ -557,7 +591,8 @@ impl Producer {
         Ok(())
     }
 
-    /// Messages in the ring as this producer last saw it (it may have drained since).
+    /// Messages published and not yet released by the consumer, as this producer last saw the
+    /// consumer cursor (the consumer may have received more since).
     pub fn len(&self) -> usize {
         self.head.wrapping_sub(self.cached_tail) as usize
     }
@@ -565,6 +600,12 @@ impl Producer {
     /// Whether [`len`](Self::len) is 0.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether [`len`](Self::len) is the capacity: every slot holds a message, and
+    /// `try_send` would reload the consumer cursor before answering `Full`.
+    pub fn is_full(&self) -> bool {
+        self.len() as u64 == self.capacity()
     }
 }
 
@@ -648,7 +689,7 @@ impl DerefMut for WriteSlot<'_> {
 impl Consumer {
     pub(crate) fn attach(shared: Arc<Shared>) -> Result<Consumer, AttachError> {
         let reg = endpoint::register(&shared.mem, Role::Consumer, Placement::Fixed(1))?;
-        match load_cursors(&shared.mem) {
+        match cursors(&shared.mem) {
             Ok((_, tail)) => {
                 let peers = Peers::new(&shared.mem, Role::Producer);
                 Ok(Consumer {
@@ -867,16 +908,23 @@ impl Consumer {
         Ok(batch.done as usize)
     }
 
-    /// Messages in the ring, approximately (the producer may publish more meanwhile).
+    /// Messages published and not yet received (released), approximately: the producer may
+    /// publish more meanwhile. On a quiescent ring, `len() == 0` exactly when `try_recv`
+    /// answers `Empty` (or `Disconnected`).
     pub fn len(&self) -> usize {
-        // Relaxed: a snapshot; nothing is read through it.
-        let head = self.mem().head().load(Ordering::Relaxed);
-        head.wrapping_sub(self.tail).min(self.capacity()) as usize
+        // The producer's position as the slots say (`cursors`), from our own exact tail.
+        let published = cursors(self.mem()).map_or(self.tail, |(head, _)| head);
+        published.wrapping_sub(self.tail).min(self.capacity()) as usize
     }
 
     /// Whether [`len`](Self::len) is 0.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether [`len`](Self::len) is the capacity.
+    pub fn is_full(&self) -> bool {
+        self.len() as u64 == self.capacity()
     }
 }
 

@@ -220,6 +220,8 @@ pub enum Step {
     MarkerWritten,
     /// A recoverer settled the slot and has not cleared the records or counted it.
     Settled,
+    /// An SPSC producer published its slots (their sequence words) and has not stored `head`.
+    BeforeHead,
 }
 
 /// A step boundary at which a process may be killed (loom models of crash recovery; nothing in

@@ -48,9 +48,12 @@
 //!
 //! A sleep never outlasts the liveness interval ([`WaitOptions::liveness_check`]): the waiter
 //! wakes, re-reads the registry with process liveness checks, and returns `Disconnected` once
-//! every peer that attached is gone. So a peer killed with SIGKILL is noticed within one
-//! interval, and a forged wait word (a hostile process zeroing `sleepers`) costs at most that
-//! much latency, never a hang.
+//! every peer that attached is gone. The interval is the endpoint's, not the call's: each
+//! endpoint remembers when it last checked, and a blocking call checks whenever an interval has
+//! passed since — also when it is about to return at its deadline — so calls with timeouts
+//! shorter than the interval, in a loop, notice a dead peer as soon as one long call would. So
+//! a peer killed with SIGKILL is noticed within one interval, and a forged wait word (a hostile
+//! process zeroing `sleepers`) costs at most that much latency, never a hang.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -153,17 +156,25 @@ pub(crate) struct Pair<'a> {
 
 /// Waits until `poll` returns `Some`, or `deadline` passes (then `None`).
 ///
-/// `poll(true)` asks the caller to re-check peer liveness before polling; it is passed once per
-/// liveness interval while asleep.
+/// `poll(true)` asks the caller to re-check peer liveness before polling; it is passed once
+/// `next_check` has come (and then once per liveness interval), in whichever phase the call is
+/// in, and at the deadline: the liveness interval runs across calls (the endpoint keeps the time
+/// of its last check), so a loop of calls with timeouts far shorter than the interval still
+/// notices a dead peer within one interval.
 pub(crate) fn block<R>(
     mem: &RingMem,
     side: Side,
     opts: &WaitOptions,
     deadline: Option<Instant>,
+    next_check: Option<Instant>,
     mut poll: impl FnMut(bool) -> Option<R>,
 ) -> Option<R> {
     let start = Instant::now();
     let expired = |now: Instant| deadline.is_some_and(|d| now >= d);
+    let mut checks = Checks {
+        next: next_check,
+        every: opts.liveness,
+    };
     // Phases 1 and 2: poll, with a spin hint and then with a yield between polls.
     for (budget, yielding) in [(opts.spin, false), (opts.yield_for, true)] {
         if budget.is_zero() {
@@ -183,7 +194,7 @@ pub(crate) fn block<R>(
             }
             let now = Instant::now();
             if expired(now) {
-                return poll(false);
+                return poll(checks.due(now));
             }
             if end.is_none_or(|end| now >= end) {
                 break;
@@ -192,13 +203,9 @@ pub(crate) fn block<R>(
     }
     // Phase 3: sleep (module docs).
     let pair = mem.wait_pair(side);
-    let mut next_check = start.checked_add(opts.liveness);
     loop {
         let now = Instant::now();
-        let check = next_check.is_some_and(|t| now >= t);
-        if check {
-            next_check = now.checked_add(opts.liveness);
-        }
+        let check = checks.due(now);
         if expired(now) {
             return poll(check);
         }
@@ -214,7 +221,7 @@ pub(crate) fn block<R>(
             pair.sleepers.fetch_sub(1, Ordering::Relaxed);
             return Some(r);
         }
-        let until = [deadline, next_check].into_iter().flatten().min();
+        let until = [deadline, checks.next].into_iter().flatten().min();
         let mut timeout = until.map(|t| t.saturating_duration_since(now));
         if !paired {
             timeout = Some(timeout.map_or(FALLBACK_SLICE, |t| t.min(FALLBACK_SLICE)));
@@ -225,15 +232,38 @@ pub(crate) fn block<R>(
     }
 }
 
+/// The liveness checks of one blocking call.
+struct Checks {
+    /// When the next one is due (`None`: never).
+    next: Option<Instant>,
+    /// The liveness interval.
+    every: Duration,
+}
+
+impl Checks {
+    /// Whether a check is due at `now`; if so, schedules the next one.
+    fn due(&mut self, now: Instant) -> bool {
+        let due = self.next.is_some_and(|t| now >= t);
+        if due {
+            self.next = now.checked_add(self.every);
+        }
+        due
+    }
+}
+
 /// An endpoint that can block.
 pub(crate) trait Endpoint {
     fn shared(&self) -> &Arc<Shared>;
     /// Re-reads the registry with process liveness checks (a sleeping call's periodic check).
     fn check_peers(&mut self);
+    /// When this endpoint last checked its peers' liveness (at attach, then by
+    /// [`check_peers`](Self::check_peers)).
+    fn checked_at(&self) -> Instant;
 }
 
 /// Runs a blocking call of `ep`: one poll, and if that fails, [`block`] until `poll` returns
-/// `Some` or the deadline passes (then `None`).
+/// `Some` or the deadline passes (then `None`), checking the peers once a liveness interval
+/// after the endpoint's last check.
 #[inline]
 pub(crate) fn block_on<E: Endpoint, R>(
     ep: &mut E,
@@ -245,12 +275,20 @@ pub(crate) fn block_on<E: Endpoint, R>(
         return Some(r);
     }
     let shared = Arc::clone(ep.shared());
-    block(&shared.mem, side, &shared.wait, deadline, |check| {
-        if check {
-            ep.check_peers();
-        }
-        poll(ep)
-    })
+    let next_check = ep.checked_at().checked_add(shared.wait.liveness());
+    block(
+        &shared.mem,
+        side,
+        &shared.wait,
+        deadline,
+        next_check,
+        |check| {
+            if check {
+                ep.check_peers();
+            }
+            poll(ep)
+        },
+    )
 }
 
 /// Wakes the waiters of `side` if any sleep. Call after every publish (producers, `Data`) and

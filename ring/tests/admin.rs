@@ -11,6 +11,7 @@ use shmring::admin::{self, Verdict};
 use shmring::{Backing, Cleanup, OpenError};
 
 /// Offsets from docs/layout.md.
+const READY: u64 = 8;
 const CREATOR: u64 = 72;
 const ENTRY0: u64 = 512;
 const ENTRY_STRIDE: u64 = 128;
@@ -82,12 +83,11 @@ fn gc_removes_only_segments_whose_every_process_is_dead() {
         poke(&dead, CREATOR, word(gone, 1, 0));
         poke(&dead, ENTRY0 + ENTRY_STRIDE, word(gone, 2, 0));
 
-        // 4. Never initialized, creator dead: sized, creator recorded, no ready word.
+        // 4. Never initialized, creator dead: the identity line written (as a creator writes it
+        //    first), sized, no ready word.
         let unready = Unique::posix(&format!("gc-{me}-unready"));
-        {
-            let f = std::fs::File::create(unready.path()).unwrap();
-            f.set_len(16384).unwrap();
-        }
+        drop(manual(&unready).create().unwrap());
+        unready.poke(READY, &0u32.to_le_bytes());
         poke(&unready, CREATOR, word(gone, 1, 0));
         assert!(matches!(
             unready.builder().init_timeout(Duration::ZERO).open(),
@@ -195,6 +195,6 @@ fn check_reports_broken_invariants() {
     assert!(
         ring.check()
             .iter()
-            .any(|f| f.message.contains("exceeds the capacity"))
+            .any(|f| f.error && f.message.contains("more than the capacity"))
     );
 }

@@ -175,7 +175,9 @@ fn mpmc_model(producers: u8, per_producer: u8, consumers: usize, attempts: usize
                     }
                     // Disconnected: every producer has left and the ring is drained
                     // (the lost-message check below holds it to that).
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => thread::yield_now(),
+                    Err(
+                        TryRecvError::Empty | TryRecvError::Pending | TryRecvError::Disconnected,
+                    ) => thread::yield_now(),
                     Err(e) => panic!("{e}"),
                 }
             }
@@ -249,7 +251,7 @@ fn mpmc_wraps_with_aborted_claims() {
                         assert_eq!(check(&m), (0, i));
                         break;
                     }
-                    Err(TryRecvError::Empty) => thread::yield_now(),
+                    Err(TryRecvError::Empty | TryRecvError::Pending) => thread::yield_now(),
                     Err(e) => panic!("{e}"),
                 }
             }
@@ -374,7 +376,7 @@ fn disconnect_never_hides_a_message(kind: shmring::Kind) {
                 assert_eq!(check(&buf[..n]), (0, 0));
                 true
             }
-            Err(TryRecvError::Empty) => false,
+            Err(TryRecvError::Empty | TryRecvError::Pending) => false,
             Err(e) => panic!("before the message: {e}"),
         };
         producer.join().unwrap();
@@ -397,6 +399,59 @@ fn mpmc_disconnect_never_hides_a_message() {
 }
 
 use shmring::__loom::Step;
+
+/// An SPSC producer dies after publishing a batch (its slots' sequence words) and before
+/// storing `head`: the crash that left `head` behind `tail` once the consumer drained, which
+/// every later attach then refused as corrupt. A successor attaches (in every interleaving:
+/// before, during or after the consumer drains the dead producer's messages) and sends one
+/// more; the consumer receives the dead producer's two messages and then the successor's, each
+/// once, in order.
+#[test]
+fn spsc_producer_killed_before_storing_head() {
+    model(|| {
+        shmring::__loom::record_claims();
+        let ring = Ring::builder()
+            .spsc()
+            .capacity(2)
+            .slot_size(4)
+            .heap()
+            .create()
+            .unwrap();
+        let mut victim = ring.spsc_producer().unwrap();
+        let mut rx = ring.spsc_consumer().unwrap();
+        let again = ring.clone();
+        let v = thread::spawn(move || {
+            let died = killable(Step::BeforeHead, || {
+                assert_eq!(victim.try_send_batch(&[msg(1, 0), msg(1, 1)]).unwrap(), 2);
+            });
+            assert!(died, "the victim must die before storing head");
+            victim.die();
+            // The successor is another process, arriving after the death.
+            thread::spawn(move || {
+                let mut next = again.spsc_producer().expect("a successor attaches");
+                while next.try_send(&msg(2, 0)).is_err() {
+                    thread::yield_now();
+                }
+            })
+        });
+        let mut buf = [0u8; 4];
+        for want in [(1, 0), (1, 1), (2, 0)] {
+            loop {
+                match rx.try_recv(&mut buf) {
+                    Ok(n) => {
+                        assert_eq!(check(&buf[..n]), want);
+                        break;
+                    }
+                    // Between the death and the successor, no producer is attached.
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => thread::yield_now(),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        v.join().unwrap().join().unwrap();
+        assert_eq!(rx.try_recv(&mut buf), Err(TryRecvError::Disconnected));
+    });
+}
 
 /// Where a model's victim "process" dies (`shmring::__loom`): the first time it reaches a step
 /// boundary inside one call, or holding a claim guard.
@@ -458,7 +513,7 @@ fn mpmc_dead_producer(death: Death) {
             match rx.try_recv(&mut buf) {
                 Ok(n) => got[check(&buf[..n]).0 as usize] += 1,
                 Err(TryRecvError::Abandoned { .. }) => abandoned += 1,
-                Err(TryRecvError::Empty) => {
+                Err(TryRecvError::Empty | TryRecvError::Pending) => {
                     rx.check_peers();
                     thread::yield_now();
                 }
@@ -533,7 +588,7 @@ fn mpmc_dead_consumer(death: Death) {
                 loop {
                     match tx.try_send(&msg(0, i)) {
                         Ok(()) => break,
-                        Err(shmring::TrySendError::Full(_)) => {
+                        Err(e) if e.would_block() => {
                             tx.check_peers();
                             thread::yield_now();
                         }
@@ -583,7 +638,7 @@ fn mpmc_dead_consumer(death: Death) {
                     received += 1;
                 }
                 // Disconnected once the producer has sent all three and left.
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+                Err(TryRecvError::Empty | TryRecvError::Pending | TryRecvError::Disconnected) => {
                     let victim_took = taken.load(Ordering::SeqCst);
                     if victim_took != usize::MAX && received + usize::from(victim_took > 0) == 3 {
                         break;

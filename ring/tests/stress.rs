@@ -171,8 +171,8 @@ fn produce(ring: &Ring, area: &Area, p: u32, per: u64) -> i32 {
         loop {
             let sent = if seq.is_multiple_of(2) {
                 match &mut tx {
-                    Tx::Spsc(t) => t.try_send(&buf[..len]).map_err(|e| e.is_full()),
-                    Tx::Mpmc(t) => t.try_send(&buf[..len]).map_err(|e| e.is_full()),
+                    Tx::Spsc(t) => t.try_send(&buf[..len]).map_err(|e| e.would_block()),
+                    Tx::Mpmc(t) => t.try_send(&buf[..len]).map_err(|e| e.would_block()),
                 }
             } else {
                 let commit = |s: &mut [u8]| s[..len].copy_from_slice(&buf[..len]);
@@ -186,7 +186,7 @@ fn produce(ring: &Ring, area: &Area, p: u32, per: u64) -> i32 {
                         let _ = s.commit(len);
                     }),
                 }
-                .map_err(|e| e == shmring::TryClaimError::Full)
+                .map_err(|e| e.would_block())
             };
             match sent {
                 Ok(()) => break,
@@ -256,7 +256,9 @@ fn consume(ring: &Ring, area: &Area, producers: u32, per: u64) -> i32 {
             Ok(Err(code)) => return code,
             // Disconnected: the producers are done and the ring is drained; another consumer
             // may still be checking the last messages, so wait for the shared count.
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => backoff(&mut spins),
+            Err(TryRecvError::Empty | TryRecvError::Pending | TryRecvError::Disconnected) => {
+                backoff(&mut spins)
+            }
             Err(_) => return area.fail(E_RECV, n, 0, 0),
         }
     }

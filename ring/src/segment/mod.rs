@@ -76,10 +76,43 @@ pub(crate) struct MapOptions {
     pub(crate) huge_pages: bool,
 }
 
+/// A POSIX object's identity (device and inode): what a name referred to when we looked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ObjectId {
+    dev: u64,
+    ino: u64,
+}
+
+/// One particular segment, not just a name: removing it never removes another segment that
+/// took the name or key meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Exact {
+    /// The POSIX object `id`, while `name` refers to it.
+    Posix { name: String, id: ObjectId },
+    /// The SysV segment with this id (ids are never reused for another key's segment while
+    /// this one exists, and a removed one's id fails with `EINVAL`/`EIDRM`).
+    SysV { id: i32 },
+}
+
+impl Exact {
+    /// Removes this segment's name or key if it still names this segment. Returns whether it
+    /// did (`false`: someone removed it, and maybe gave the name to another segment, already).
+    pub(crate) fn remove(&self) -> Result<bool, OpenError> {
+        match self {
+            Exact::Posix { name, id } => posix::unlink_if_same(name, *id),
+            Exact::SysV { id } => match sysv::shmctl_rmid(*id) {
+                Ok(()) => Ok(true),
+                Err(nix::errno::Errno::EINVAL | nix::errno::Errno::EIDRM) => Ok(false),
+                Err(e) => Err(OpenError::from_errno("shmctl", e)),
+            },
+        }
+    }
+}
+
 /// How a segment was obtained, and so how it is released.
 #[derive(Debug)]
 enum Kind {
-    Posix { name: String },
+    Posix { name: String, id: ObjectId },
     SysV { id: i32 },
     Anonymous,
     Heap { layout: std::alloc::Layout },
@@ -122,6 +155,36 @@ impl Segment {
         self.remove_by = Some(unsafe { libc::getpid() } as u32);
     }
 
+    /// This named segment, exactly (`None` for anonymous and heap memory).
+    pub(crate) fn exact(&self) -> Option<Exact> {
+        match &self.kind {
+            Kind::Posix { name, id } => Some(Exact::Posix {
+                name: name.clone(),
+                id: *id,
+            }),
+            Kind::SysV { id } => Some(Exact::SysV { id: *id }),
+            Kind::Anonymous | Kind::Heap { .. } => None,
+        }
+    }
+
+    /// Which pages of the mapping hold memory (`mincore(2)`): for a POSIX or SysV segment, a
+    /// page never written is a hole of the tmpfs object, and reading it through the mapping
+    /// would allocate it. `None` when every page may be read freely (heap memory, whose unused
+    /// pages read as the shared zero page) or when the kernel cannot say. A page swapped out
+    /// reads as not resident too.
+    pub(crate) fn resident(&self) -> Option<Resident> {
+        if matches!(self.kind, Kind::Heap { .. }) {
+            return None;
+        }
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+        let mut vec = vec![0u8; self.len.div_ceil(page)];
+        // SAFETY: base is page-aligned and [base, base + len) is our mapping; `vec` holds one
+        // byte per page of it.
+        let r = unsafe { libc::mincore(self.base.as_ptr().cast(), self.len, vec.as_mut_ptr()) };
+        (r == 0).then_some(Resident { page, vec })
+    }
+
     /// Whether the object was shrunk under this mapping (a `SIGBUS` was contained; `guard`).
     pub(crate) fn tripped(&self) -> bool {
         self.guard.as_ref().is_some_and(guard::Guard::tripped)
@@ -140,13 +203,15 @@ impl Drop for Segment {
         // Errors cannot be reported from a destructor; each call below can only fail if the
         // mapping or name was already released by someone else, which leaves nothing to do.
         match &self.kind {
-            Kind::Posix { name } => {
+            Kind::Posix { name, id } => {
+                // Unlink while still mapped: the mapping keeps the inode alive, so no other
+                // object can have its number when the name is compared.
+                if self.should_remove() {
+                    let _ = posix::unlink_if_same(name, *id);
+                }
                 // SAFETY: base/len describe the mapping `posix` created; nothing references it
                 // any more (the ring handles holding it are gone).
                 unsafe { posix::munmap(self.base, self.len) };
-                if self.should_remove() {
-                    let _ = posix::shm_unlink(name);
-                }
             }
             Kind::SysV { id } => {
                 // SAFETY: base is the address `shmat` returned; nothing references it any more.
@@ -160,6 +225,20 @@ impl Drop for Segment {
             // SAFETY: base was returned by `alloc_zeroed` with this layout.
             Kind::Heap { layout } => unsafe { heap::dealloc(self.base, *layout) },
         }
+    }
+}
+
+/// Which pages of a mapping hold memory (see [`Segment::resident`]).
+#[derive(Debug)]
+pub(crate) struct Resident {
+    page: usize,
+    vec: Vec<u8>,
+}
+
+impl Resident {
+    /// Whether the byte at `offset` of the mapping lies on a resident page.
+    pub(crate) fn at(&self, offset: usize) -> bool {
+        self.vec.get(offset / self.page).is_some_and(|b| b & 1 != 0)
     }
 }
 

@@ -1,4 +1,9 @@
 //! POSIX shared memory: `shm_open` + `ftruncate` + `mmap`, removed with `shm_unlink`.
+//!
+//! A new object gets its caller's identifying prefix (`pwrite`) *before* it is sized, so at no
+//! instant does an object of ours hold bytes without it: a tool that finds a half-made object
+//! can tell it from someone else's. Every mapping remembers the object's device and inode, so a
+//! removal can check that the name still refers to the object it means (`unlink_if_same`).
 
 use core::num::NonZeroUsize;
 use core::ptr::NonNull;
@@ -10,7 +15,7 @@ use nix::fcntl::OFlag;
 use nix::sys::mman::{self, MapFlags, ProtFlags};
 use nix::sys::stat::{self, Mode};
 
-use super::{Kind, MapOptions, Segment};
+use super::{Kind, MapOptions, ObjectId, Segment};
 use crate::error::{ConfigError, OpenError};
 
 /// Longest POSIX shared-memory name Linux accepts (`NAME_MAX`, without the leading slash).
@@ -66,9 +71,9 @@ fn map_flags(opts: &MapOptions) -> MapFlags {
 
 /// `mmap(2)` of the whole object, shared, read-write.
 fn mmap(fd: impl AsFd, len: usize, opts: &MapOptions) -> Result<NonNull<u8>, OpenError> {
-    let len = NonZeroUsize::new(len).ok_or(OpenError::Truncated {
-        needed: crate::layout::HEADER_SIZE as u64,
-        found: 0,
+    let len = NonZeroUsize::new(len).ok_or(OpenError::Io {
+        op: "mmap",
+        source: std::io::Error::from_raw_os_error(Errno::EINVAL as i32),
     })?;
     let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
     // SAFETY: a fresh mapping at an address of the kernel's choosing aliases no Rust object.
@@ -77,18 +82,32 @@ fn mmap(fd: impl AsFd, len: usize, opts: &MapOptions) -> Result<NonNull<u8>, Ope
     Ok(ptr.cast())
 }
 
-/// `fstat(2)`'s size of the object.
-fn object_len(fd: impl AsFd) -> Result<usize, OpenError> {
+/// `fstat(2)`: the object's size and identity.
+fn object_stat(fd: impl AsFd) -> Result<(usize, ObjectId), OpenError> {
     let st = stat::fstat(fd).map_err(|e| OpenError::from_errno("fstat", e))?;
-    usize::try_from(st.st_size).map_err(|_| OpenError::CorruptHeader {
+    let len = usize::try_from(st.st_size).map_err(|_| OpenError::CorruptHeader {
         field: "segment size",
         found: st.st_size as u64,
         reason: "negative or larger than the address space",
-    })
+    })?;
+    Ok((len, id_of(&st)))
 }
 
-/// Creates `name` exclusively with `len` zero bytes and maps it.
-pub(crate) fn create(name: &str, len: usize, opts: &MapOptions) -> Result<Segment, OpenError> {
+fn id_of(st: &libc::stat) -> ObjectId {
+    ObjectId {
+        dev: st.st_dev,
+        ino: st.st_ino,
+    }
+}
+
+/// Creates `name` exclusively, writes `prefix` at its start, sizes it to `len` bytes (zero
+/// beyond the prefix) and maps it.
+pub(crate) fn create(
+    name: &str,
+    len: usize,
+    prefix: &[u8],
+    opts: &MapOptions,
+) -> Result<Segment, OpenError> {
     if opts.huge_pages {
         return Err(ConfigError::Unsupported(
             "huge pages with POSIX segments (they live on tmpfs); use SysV or anonymous",
@@ -98,33 +117,54 @@ pub(crate) fn create(name: &str, len: usize, opts: &MapOptions) -> Result<Segmen
     let mode = Mode::from_bits_truncate(opts.mode);
     let fd = mman::shm_open(name, OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR, mode)
         .map_err(|e| OpenError::from_errno("shm_open", e))?;
-    let built = size_and_map(&fd, len, opts);
+    let built = size_and_map(&fd, len, prefix, opts);
     if built.is_err() {
         // Leave nothing half-made behind.
         let _ = mman::shm_unlink(name);
     }
-    let base = built?;
+    let (base, id) = built?;
     Ok(Segment {
         base,
         len,
         kind: Kind::Posix {
             name: name.to_owned(),
+            id,
         },
         remove_by: None,
         guard: super::guard::guard(base, len),
     })
 }
 
-fn size_and_map(fd: &OwnedFd, len: usize, opts: &MapOptions) -> Result<NonNull<u8>, OpenError> {
+fn size_and_map(
+    fd: &OwnedFd,
+    len: usize,
+    prefix: &[u8],
+    opts: &MapOptions,
+) -> Result<(NonNull<u8>, ObjectId), OpenError> {
     // shm_open's mode is filtered through the umask; fchmod sets exactly what was asked.
     stat::fchmod(fd, Mode::from_bits_truncate(opts.mode))
         .map_err(|e| OpenError::from_errno("fchmod", e))?;
+    pwrite_all(fd, prefix)?;
     let size = i64::try_from(len).map_err(|_| OpenError::Io {
         op: "ftruncate",
         source: std::io::Error::from_raw_os_error(Errno::EFBIG as i32),
     })?;
     nix::unistd::ftruncate(fd, size).map_err(|e| OpenError::from_errno("ftruncate", e))?;
-    mmap(fd, len, opts)
+    let (_, id) = object_stat(fd)?;
+    Ok((mmap(fd, len, opts)?, id))
+}
+
+/// `pwrite(2)` of all of `bytes` at offset 0.
+fn pwrite_all(fd: &OwnedFd, bytes: &[u8]) -> Result<(), OpenError> {
+    let mut done = 0;
+    while done < bytes.len() {
+        match nix::sys::uio::pwrite(fd, &bytes[done..], done as i64) {
+            Ok(n) => done += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(OpenError::from_errno("pwrite", e)),
+        }
+    }
+    Ok(())
 }
 
 /// Opens an existing `name` and maps all of it, waiting until `deadline` for its creator to size
@@ -138,10 +178,10 @@ pub(crate) fn open(
 ) -> Result<Segment, OpenError> {
     let fd = mman::shm_open(name, OFlag::O_RDWR, Mode::empty())
         .map_err(|e| OpenError::from_errno("shm_open", e))?;
-    let len = loop {
-        let len = object_len(&fd)?;
+    let (len, id) = loop {
+        let (len, id) = object_stat(&fd)?;
         if len >= min_len {
-            break len;
+            break (len, id);
         }
         if started.elapsed() >= timeout {
             return Err(OpenError::Truncated {
@@ -157,10 +197,72 @@ pub(crate) fn open(
         len,
         kind: Kind::Posix {
             name: name.to_owned(),
+            id,
         },
         remove_by: None,
         guard: super::guard::guard(base, len),
     })
+}
+
+/// The identity of the object `name` refers to now.
+fn current_id(name: &str) -> nix::Result<ObjectId> {
+    let fd = mman::shm_open(name, OFlag::O_RDONLY, Mode::empty())?;
+    Ok(id_of(&stat::fstat(&fd)?))
+}
+
+/// `shm_unlink(name)`, but only while `name` still refers to the object `id`: never a name that
+/// someone removed and gave to another object meanwhile. Returns whether it unlinked.
+///
+/// The caller keeps the object mapped (or open), so its inode cannot be freed and its number
+/// reused before the comparison. A window remains between the comparison and the unlink, as
+/// `shm_unlink` takes a name: a process that removes and re-creates the name inside those
+/// microseconds loses its new object (`docs/safety.md`).
+pub(crate) fn unlink_if_same(name: &str, id: ObjectId) -> Result<bool, OpenError> {
+    match current_id(name) {
+        Ok(now) if now == id => {
+            shm_unlink(name).map_err(|e| OpenError::from_errno("shm_unlink", e))?;
+            Ok(true)
+        }
+        Ok(_) => Ok(false),
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(OpenError::from_errno("shm_open", e)),
+    }
+}
+
+/// What a tool needs to judge an object without mapping it: its first `N` bytes (fewer if it
+/// is shorter), its size and its identity. `shm_open` read-only + `pread` + `fstat`.
+pub(crate) fn peek<const N: usize>(
+    name: &str,
+) -> Result<([u8; N], usize, u64, ObjectId), OpenError> {
+    let fd = mman::shm_open(name, OFlag::O_RDONLY, Mode::empty())
+        .map_err(|e| OpenError::from_errno("shm_open", e))?;
+    let (size, id) = object_stat(&fd)?;
+    let mut bytes = [0u8; N];
+    let mut got = 0;
+    while got < N {
+        match nix::sys::uio::pread(&fd, &mut bytes[got..], got as i64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(OpenError::from_errno("pread", e)),
+        }
+    }
+    Ok((bytes, got, size as u64, id))
+}
+
+/// The names of the POSIX objects visible to this process (the files of `/dev/shm`, where
+/// glibc and musl put them), sorted, each with its leading slash.
+pub(crate) fn names() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = dir
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| format!("/{}", e.file_name().to_string_lossy()))
+        .collect();
+    names.sort();
+    names
 }
 
 #[cfg(test)]

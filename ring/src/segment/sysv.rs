@@ -123,6 +123,20 @@ pub(crate) fn create(
     }
 }
 
+/// An error of a call on a segment id found by key a moment ago: the segment may have been
+/// removed since (`EIDRM`, or `EINVAL` once its id is gone), which is what a caller of `open`
+/// must hear as `NotFound`, as it would for a POSIX name, not as an OS error.
+fn vanished(e: OpenError) -> OpenError {
+    match &e {
+        OpenError::Io { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::EIDRM | libc::EINVAL)) =>
+        {
+            OpenError::NotFound
+        }
+        _ => e,
+    }
+}
+
 /// Attaches the existing segment for `key`, all of it, as `IPC_STAT` reports its size.
 pub(crate) fn open(
     key: libc::key_t,
@@ -130,7 +144,7 @@ pub(crate) fn open(
     min_len: usize,
 ) -> Result<Segment, OpenError> {
     let id = shmget(key, 0, 0).map_err(|e| OpenError::from_errno("shmget", e))?;
-    let len = segment_size(id)?;
+    let len = segment_size(id).map_err(vanished)?;
     if len < min_len {
         // A SysV segment is sized by shmget itself: a short one will not grow, so no wait.
         return Err(OpenError::Truncated {
@@ -138,7 +152,7 @@ pub(crate) fn open(
             found: len as u64,
         });
     }
-    let base = shmat(id)?;
+    let base = shmat(id).map_err(vanished)?;
     if opts.populate {
         prefault(base, len);
     }
@@ -149,6 +163,55 @@ pub(crate) fn open(
         remove_by: None,
         guard: None,
     })
+}
+
+/// A keyed segment as `/proc/sysvipc/shm` lists it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Listed {
+    pub(crate) key: i32,
+    pub(crate) id: i32,
+    pub(crate) bytes: u64,
+    pub(crate) attached: u64,
+}
+
+/// Every keyed segment (key 0, `IPC_PRIVATE`, has no name to find it by), from
+/// `/proc/sysvipc/shm`.
+pub(crate) fn list() -> Vec<Listed> {
+    let Ok(text) = std::fs::read_to_string("/proc/sysvipc/shm") else {
+        return Vec::new();
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // key shmid perms size cpid lpid nattch ...
+            let listed = Listed {
+                key: f.first()?.parse().ok()?,
+                id: f.get(1)?.parse().ok()?,
+                bytes: f.get(3)?.parse().ok()?,
+                attached: f.get(6)?.parse().ok()?,
+            };
+            (listed.key != 0).then_some(listed)
+        })
+        .collect()
+}
+
+/// The first `N` bytes of segment `id` (fewer if it is shorter) and how many there were,
+/// read through a read-only attachment that is detached before returning.
+pub(crate) fn peek<const N: usize>(id: i32) -> Result<([u8; N], usize), OpenError> {
+    let len = segment_size(id).map_err(vanished)?;
+    // SAFETY: a null address lets the kernel choose a fresh range; read-only.
+    let p = unsafe { libc::shmat(id, core::ptr::null(), libc::SHM_RDONLY) };
+    if p as isize == -1 {
+        return Err(vanished(OpenError::from_errno("shmat", Errno::last())));
+    }
+    let mut bytes = [0u8; N];
+    let n = len.min(N);
+    // SAFETY: the attachment holds `len >= n` readable bytes; `bytes` holds N >= n.
+    unsafe { core::ptr::copy_nonoverlapping(p.cast::<u8>(), bytes.as_mut_ptr(), n) };
+    // SAFETY: `p` came from shmat just above and nothing references it any more.
+    unsafe { libc::shmdt(p) };
+    Ok((bytes, n))
 }
 
 /// `madvise(MADV_WILLNEED)` cannot populate shared anonymous-backed SysV memory, so touch one
