@@ -2,7 +2,9 @@
 //! pipe lines (or framed records) through rings from the shell.
 //!
 //! Exit status: 0 success; 1 the operation failed (or `check` found a broken invariant); 2 bad
-//! arguments, or a segment that is missing, foreign, corrupt or not accessible.
+//! arguments, or a segment that is missing, foreign, corrupt or not accessible; 3 `recv` ended
+//! as documented but messages were lost to producers that died mid-send (each reported on
+//! stderr).
 
 mod show;
 
@@ -105,7 +107,11 @@ enum Command {
         timeout: Option<f64>,
     },
     /// Print messages from a ring: one per line, or framed with --raw. Ends when every producer
-    /// that attached is gone and the ring is drained.
+    /// that attached is gone and the ring is drained (exit 0), or at --count.
+    ///
+    /// A message lost to an MPMC producer that died between claiming and committing it is
+    /// reported on stderr ("message N was lost ..."), and receiving goes on; the exit status is
+    /// then 3 instead of 0.
     Recv {
         #[command(flatten)]
         target: Target,
@@ -413,6 +419,7 @@ fn recv(
     let mut out = BufWriter::new(io::stdout().lock());
     let mut buf = vec![0u8; ring.slot_size()];
     let mut received = 0u64;
+    let mut lost = 0u64;
     while count.is_none_or(|c| received < c) {
         // Drain without blocking; flush before every wait, so a pipeline sees each burst.
         let quick = match &mut rx {
@@ -421,7 +428,7 @@ fn recv(
         };
         let n = match quick {
             Ok(n) => n,
-            Err(TryRecvError::Empty) => {
+            Err(TryRecvError::Empty | TryRecvError::Pending) => {
                 out.flush().map_err(write_failed)?;
                 let r = match (&mut rx, timeout) {
                     (Rx::Spsc(r), None) => r.recv(&mut buf),
@@ -432,6 +439,11 @@ fn recv(
                 match r {
                     Ok(n) => n,
                     Err(RecvError::Disconnected) => break,
+                    Err(e @ RecvError::Abandoned { .. }) => {
+                        lost += 1;
+                        eprintln!("shmring: {e}");
+                        continue;
+                    }
                     Err(RecvError::Timeout) => {
                         out.flush().map_err(write_failed)?;
                         return Err(Failure::failed(format!(
@@ -443,6 +455,12 @@ fn recv(
                 }
             }
             Err(TryRecvError::Disconnected) => break,
+            // The loss is reported and the next call returns the next message.
+            Err(e @ TryRecvError::Abandoned { .. }) => {
+                lost += 1;
+                eprintln!("shmring: {e}");
+                continue;
+            }
             Err(e) => return Err(Failure::failed(e.to_string())),
         };
         if raw {
@@ -456,6 +474,10 @@ fn recv(
         received += 1;
     }
     out.flush().map_err(write_failed)?;
+    if lost > 0 {
+        eprintln!("shmring: {received} message(s) received, {lost} lost to dead producers");
+        return Ok(3);
+    }
     Ok(0)
 }
 

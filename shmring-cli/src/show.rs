@@ -40,6 +40,7 @@ fn status_json(b: &Backing, s: &Status) -> Value {
         "slot_size": s.slot_size,
         "segment_size": s.segment_size,
         "head": s.head,
+        "head_hint": s.head_hint,
         "tail": s.tail,
         "len": s.len(),
         "creator": s.creator.map(|(pid, alive)| json!({"pid": pid, "alive": alive})),
@@ -134,6 +135,12 @@ pub(crate) fn inspect(b: &Backing, ring: &Ring, as_json: bool) {
         s.head.wrapping_sub(s.tail),
         100.0 * s.len() as f64 / s.capacity as f64
     );
+    if s.head_hint != s.head {
+        println!(
+            "           (stored head {}: a producer died before storing it; the slots say {})",
+            s.head_hint, s.head
+        );
+    }
     match s.creator {
         Some((pid, alive)) => println!(
             "creator    process {pid} ({})",

@@ -279,3 +279,79 @@ fn sysv_rings_by_key() {
     ok(&["rm", "--sysv", &key], b"");
     assert!(fails(&["inspect", "--sysv", &key], 2).contains("no segment"));
 }
+
+/// Issue 10, defect 4: an MPMC producer that died holding a claim, while another producer's
+/// messages wait behind it. `recv` reports the loss on stderr, goes on to deliver everything
+/// else, ends as documented (every producer gone, ring drained), and says by its exit status (3)
+/// that messages were lost. The crash state is crafted at the offsets `docs/layout.md` gives.
+#[test]
+fn recv_reports_a_lost_mpmc_message_and_goes_on() {
+    use std::os::unix::fs::FileExt;
+    let name = Name::new("lost");
+    let n = name.0.as_str();
+    ok(
+        &[
+            "create",
+            n,
+            "--capacity",
+            "8",
+            "--slot-size",
+            "16",
+            "--mpmc",
+        ],
+        b"",
+    );
+    // A process that has exited: its pid names nobody now.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(name.path())
+        .unwrap();
+    let put = |at: u64, bytes: &[u8]| f.write_all_at(bytes, at).unwrap();
+    // Registry entry 0: the dead producer (role bits 1, start tag unknown), claiming cursor 0.
+    put(512, &(u64::from(dead) | 1 << 32).to_le_bytes());
+    put(512 + 8, &1u64.to_le_bytes());
+    // It took cursor 0 (head = 1) and never committed it (slot 0's sequence word stays 0).
+    put(128, &1u64.to_le_bytes());
+    put(396, &1u32.to_le_bytes()); // seen: a producer attached
+    put(400, &1u32.to_le_bytes()); // attached[producers] = 1
+    // A live producer sends two lines behind the stuck slot, and leaves.
+    ok(&["send", n], b"after-1\nafter-2\n");
+    let out = run(&["recv", n, "--timeout", "20"], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "after-1\nafter-2\n",
+        "{err}"
+    );
+    assert!(err.contains("message 0 was lost"), "{err}");
+    assert!(err.contains("1 lost"), "{err}");
+    assert_eq!(out.status.code(), Some(3), "{err}");
+}
+
+/// Issue 10, defect 1, as the issue reproduced it with the command alone: the state a producer
+/// killed before its last `head` store leaves (three lines published, `head` = 2). After the
+/// consumer drains them, a new producer attaches and sends, and `check` agrees.
+#[test]
+fn a_head_left_behind_by_a_dead_producer_does_not_brick_the_ring() {
+    use std::os::unix::fs::FileExt;
+    let name = Name::new("head");
+    let n = name.0.as_str();
+    ok(&["create", n, "--capacity", "8", "--slot-size", "16"], b"");
+    ok(&["send", n], b"l1\nl2\nl3\n");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(name.path())
+        .unwrap();
+    f.write_all_at(&2u64.to_le_bytes(), 128).unwrap();
+    let inspected = ok(&["inspect", n], b"");
+    assert!(inspected.contains("stored head 2"), "{inspected}");
+    assert_eq!(ok(&["recv", n], b""), "l1\nl2\nl3\n");
+    ok(&["check", n], b"");
+    ok(&["send", n], b"l4\n");
+    assert_eq!(ok(&["recv", n], b""), "l4\n");
+    let checked = ok(&["check", n], b"");
+    assert!(checked.contains("consistent"), "{checked}");
+}
