@@ -14,14 +14,14 @@ mutations=(
   "ring/src/spsc.rs|self.mem().tail().store(self.tail, Ordering::Release)|self.mem().tail().store(self.tail, Ordering::Relaxed)|SPSC release: tail store Release -> Relaxed|spsc_"
   "ring/src/spsc.rs|if mem.seq32(idx).load(Ordering::Acquire)|if mem.seq32(idx).load(Ordering::Relaxed)|SPSC consumer: slot seq load Acquire -> Relaxed|spsc_"
   "ring/src/spsc.rs|let tail = self.mem().tail().load(Ordering::Acquire)|let tail = self.mem().tail().load(Ordering::Relaxed)|SPSC producer: tail load Acquire -> Relaxed|spsc_"
-  "ring/src/mpmc.rs|.store(self.pos.wrapping_add(1), Ordering::Release)|.store(self.pos.wrapping_add(1), Ordering::Relaxed)|MPMC commit: seq store Release -> Relaxed|mpmc_"
-  "ring/src/mpmc.rs|.store(pos.wrapping_add(mem.geometry().capacity), Ordering::Release)|.store(pos.wrapping_add(mem.geometry().capacity), Ordering::Relaxed)|MPMC release: seq store Release -> Relaxed|mpmc_"
-  "ring/src/mpmc.rs|let seq = mem.seq(idx).load(Ordering::Acquire)|let seq = mem.seq(idx).load(Ordering::Relaxed)|MPMC: both seq loads Acquire -> Relaxed|mpmc_"
-  "ring/src/mpmc.rs|Ordering::AcqRel,|Ordering::Relaxed,|MPMC: cursor CAS AcqRel -> Relaxed (success)|mpmc_"
-  "ring/src/wait.rs|pub(super) fn light(_asymmetric: bool) {|pub(super) fn light(_asymmetric: bool) { return;|wait: waker's barrier removed|blocking"
-  "ring/src/wait.rs|pub(super) fn heavy() -> bool {|pub(super) fn heavy() -> bool { return true;|wait: sleeper's barrier removed|blocking"
-  "ring/src/endpoint.rs|mem.attached(role).fetch_sub(1, Ordering::Release)|mem.attached(role).fetch_sub(1, Ordering::Relaxed)|disconnect: attached-count decrement Release -> Relaxed|blocking"
-  "ring/src/endpoint.rs|mem.attached(self.role).load(Ordering::Acquire)|mem.attached(self.role).load(Ordering::Relaxed)|disconnect: attached-count load Acquire -> Relaxed|blocking"
+  "ring/src/mpmc/mod.rs|.store(self.pos.wrapping_add(1), Ordering::Release)|.store(self.pos.wrapping_add(1), Ordering::Relaxed)|MPMC commit: seq store Release -> Relaxed|mpmc_"
+  "ring/src/mpmc/mod.rs|.store(pos.wrapping_add(mem.geometry().capacity), Ordering::Release)|.store(pos.wrapping_add(mem.geometry().capacity), Ordering::Relaxed)|MPMC release: seq store Release -> Relaxed|mpmc_"
+  "ring/src/mpmc/mod.rs|let seq = mem.seq(idx).load(Ordering::Acquire)|let seq = mem.seq(idx).load(Ordering::Relaxed)|MPMC: both seq loads Acquire -> Relaxed|mpmc_"
+  "ring/src/mpmc/mod.rs|Ordering::AcqRel,|Ordering::Relaxed,|MPMC: cursor CAS AcqRel -> Relaxed (success)|mpmc_"
+  "ring/src/sync.rs|pub(crate) fn light(_asymmetric: bool) {|pub(crate) fn light(_asymmetric: bool) { return;|wait: waker's barrier removed|blocking"
+  "ring/src/sync.rs|pub(crate) fn heavy() -> bool {|pub(crate) fn heavy() -> bool { return true;|wait: sleeper's barrier removed|blocking"
+  "ring/src/registry.rs|mem.attached(role).fetch_sub(1, Ordering::Release)|mem.attached(role).fetch_sub(1, Ordering::Relaxed)|disconnect: attached-count decrement Release -> Relaxed|blocking"
+  "ring/src/registry.rs|mem.attached(self.role).load(Ordering::Acquire)|mem.attached(self.role).load(Ordering::Relaxed)|disconnect: attached-count load Acquire -> Relaxed|blocking"
 )
 
 survived=0
@@ -39,10 +39,16 @@ PY
       cargo test -q -p shmring --release --test loom "$filter" >/tmp/mutant.log 2>&1; then
     echo "SURVIVED $what"
     survived=1
+  elif grep -qE '^error(\[E[0-9]+\])?:' /tmp/mutant.log && ! grep -q 'Running tests/loom.rs' /tmp/mutant.log; then
+    echo "BUILD    $what (the mutant does not compile: fix its pattern)"
+    survived=1
   else
-    failed=$( (grep -E '^    [a-z_0-9]+$' /tmp/mutant.log; grep -oE '^[a-z_0-9]+ --- FAILED' /tmp/mutant.log | cut -d' ' -f1) \
+    # Failed tests by name; a model that deadlocks can abort the whole binary (a panic while
+    # unwinding), so also take the names of the threads that panicked.
+    failed=$( (grep -E '^    [a-z_0-9]+$' /tmp/mutant.log; grep -oE '^[a-z_0-9]+ --- FAILED' /tmp/mutant.log | cut -d' ' -f1;
+               grep -oE "^thread '[a-z_0-9]+'" /tmp/mutant.log | cut -d"'" -f2) \
       | tr -d ' ' | sort -u | paste -sd, - || true)
-    echo "killed   $what  (failed: ${failed:-build})"
+    echo "killed   $what  (failed: ${failed:-the test binary aborted})"
   fi
 done
 exit $survived

@@ -17,10 +17,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::endpoint::{EndpointInfo, EndpointWord};
-use crate::error::{OpenError, Role};
-use crate::layout::{self, ABANDONED, HEADER_SIZE, Kind, LINE, MAGIC, SKIP};
-use crate::ring::{Cursors, Ring};
+use crate::error::OpenError;
+use crate::kind::{Kind, Role};
+use crate::layout::{self, ABANDONED, HEADER_SIZE, IdentityFields, LINE, MAGIC, SKIP};
+use crate::registry::{EndpointInfo, EndpointWord};
+use crate::ring::{Cursors, Ring, unready};
 use crate::segment::{self, Backing, Exact, SysvKey};
 use crate::sync::Ordering;
 
@@ -392,7 +393,11 @@ pub fn list() -> Vec<Entry> {
         let backing = Backing::Posix(name.clone());
         let ring = match open_quick(&backing) {
             // A creator that died after writing its identity line, before sizing the object.
-            Err(OpenError::Truncated { .. }) if bytes == LINE as u64 => Err(unready(&line, bytes)),
+            Err(OpenError::Truncated { .. }) if bytes == LINE as u64 => Err(unready(
+                &IdentityFields::parse(&line),
+                bytes,
+                Duration::ZERO,
+            )),
             other => other,
         };
         out.push(Entry {
@@ -432,19 +437,6 @@ pub fn list() -> Vec<Entry> {
 
 fn starts_with_magic(line: &[u8; LINE]) -> bool {
     line[..8] == MAGIC.to_le_bytes()
-}
-
-/// The "not initialized" verdict on a segment whose first bytes are `line` and size `bytes`,
-/// naming the creator only if the identity line proves a shmring creator wrote it.
-fn unready(line: &[u8; LINE], bytes: u64) -> OpenError {
-    let creator = layout::half_built(line, bytes)
-        .map(EndpointWord)
-        .filter(|w| w.plausible_creator());
-    OpenError::NotInitialized {
-        waited: Duration::ZERO,
-        creator_pid: creator.map(EndpointWord::pid),
-        creator_alive: creator.is_some_and(EndpointWord::is_alive),
-    }
 }
 
 /// Opens a ring without waiting for its creator.

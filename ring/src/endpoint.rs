@@ -1,567 +1,463 @@
-//! The endpoint registry: which processes are attached to a ring, in which role, and whether they
-//! are still alive.
+//! What every endpoint shares, whatever its algorithm: the mapped ring it attaches through
+//! ([`Shared`]), its place in the registry and its view of its peers ([`Attached`], which
+//! leaves the registry when dropped), and the blocking calls, built once on the non-blocking
+//! ones of any algorithm.
 //!
-//! Each registry entry holds one 64-bit *endpoint word*, 0 when free:
-//!
-//! ```text
-//! bits  0..32  pid
-//! bits 32..34  role (1 producer, 2 consumer)
-//! bits 34..64  start tag: the process start time (clock ticks since boot, /proc/PID/stat field
-//!              22) modulo 2^30 - 1, plus 1; 0 means "unknown"
-//! ```
-//!
-//! Packing everything in one word makes claiming an entry a single compare-and-swap, and makes
-//! liveness checks race-free: a checker never sees a pid paired with another process's start
-//! time. The start tag is what stops a reused pid from passing for the original process.
-//!
-//! An SPSC ring reserves entry 0 for its producer and entry 1 for its consumer, which is how "one
-//! of each" is enforced across processes. MPMC endpoints take any free entry. An entry held by a
-//! provably dead process (no such pid, a zombie, or another start time) is taken over.
-//!
-//! Everything here is async-signal-safe and allocation-free, so a child created by `fork` may
-//! attach its own endpoints before it `exec`s or `_exit`s.
+//! The contract between this module and an algorithm is three traits: [`Endpoint`] (give me
+//! your [`Attached`]; what to do after a liveness check), [`Sending`] (a non-blocking send and a
+//! blocking claim) and [`Receiving`] (a non-blocking receive and a blocking read). The public
+//! methods every endpoint type has are stamped from them by [`producer_api`] and
+//! [`consumer_api`], which only forward: the logic is here, in plain functions.
 
-use crate::error::{AttachError, Role};
-use crate::layout::{Header, MAX_ENDPOINTS, RingMem};
-use crate::sync::Ordering;
-use crate::wait;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-const ROLE_SHIFT: u32 = 32;
-const START_SHIFT: u32 = 34;
-#[cfg_attr(loom, allow(dead_code))] // liveness comes from `sync::death` under loom
-const START_MODULUS: u64 = (1 << 30) - 1;
+use crate::error::{
+    AttachError, ClaimError, Corruption, RecvError, SendError, TryRecvError, TrySendError,
+};
+use crate::kind::Role;
+use crate::layout::{RingMem, Side};
+use crate::registry::{self, EndpointInfo, Peers, Placement, Registration};
+use crate::segment::{self, Backing, Segment};
+use crate::wait::{self, WaitOptions};
 
-/// Attempts at claiming a contended entry before giving up: only a process flipping the word
-/// continuously could exhaust it.
-const CLAIM_ATTEMPTS: usize = 1000;
-
-/// A packed (pid, role, start tag), as stored in a registry entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct EndpointWord(pub(crate) u64);
-
-impl EndpointWord {
-    pub(crate) fn new(pid: u32, role: Role, start_tag: u64) -> EndpointWord {
-        let role = match role {
-            Role::Producer => 1u64,
-            Role::Consumer => 2,
-        };
-        EndpointWord(u64::from(pid) | role << ROLE_SHIFT | start_tag << START_SHIFT)
-    }
-
-    /// Declares the process this word names dead (loom models only; `sync::death`).
-    #[cfg(loom)]
-    pub(crate) fn declare_dead(self) {
-        crate::sync::death::declare_dead(self.start_tag());
-    }
-
-    /// This process in `role`.
-    pub(crate) fn current(role: Role) -> EndpointWord {
-        // SAFETY: getpid has no preconditions and cannot fail.
-        let pid = unsafe { libc::getpid() } as u32;
-        // Under loom every endpoint is its own "process" (`sync::death`).
-        #[cfg(loom)]
-        let tag = crate::sync::death::identity();
-        #[cfg(not(loom))]
-        let tag = match read_stat(pid) {
-            StatRead::Found { start, .. } => start_tag(start),
-            _ => 0,
-        };
-        EndpointWord::new(pid, role, tag)
-    }
-
-    pub(crate) fn pid(self) -> u32 {
-        self.0 as u32
-    }
-
-    pub(crate) fn role(self) -> Option<Role> {
-        match (self.0 >> ROLE_SHIFT) & 3 {
-            1 => Some(Role::Producer),
-            2 => Some(Role::Consumer),
-            _ => None,
-        }
-    }
-
-    fn start_tag(self) -> u64 {
-        self.0 >> START_SHIFT
-    }
-
-    /// Whether this can be a creator word as shmring writes it: a pid this system can have
-    /// (1..=`pid_max`) and the producer role bits (creators record themselves as producers).
-    /// A word read from a foreign object fails this most of the time; one that passes still
-    /// needs the rest of the identity line to be believed (`layout::half_built`).
-    pub(crate) fn plausible_creator(self) -> bool {
-        let pid = self.pid();
-        pid != 0 && pid <= pid_max() && (self.0 >> ROLE_SHIFT) & 3 == 1
-    }
-
-    /// Whether the process this word names still runs: same pid, same start time, not a zombie.
-    /// Errs on the side of "alive" when it cannot tell, so a live endpoint is never robbed.
-    pub(crate) fn is_alive(self) -> bool {
-        let pid = self.pid();
-        #[cfg(loom)]
-        return pid != 0 && crate::sync::death::is_alive(self.start_tag());
-        #[cfg(not(loom))]
-        {
-            if pid == 0 || pid > i32::MAX as u32 {
-                return false;
-            }
-            match read_stat(pid) {
-                StatRead::Found { state, start } => {
-                    !matches!(state, b'Z' | b'X' | b'x')
-                        && (self.start_tag() == 0 || self.start_tag() == start_tag(start))
-                }
-                StatRead::NoSuchProcess => false,
-                StatRead::Unreadable => {
-                    // No /proc: fall back to kill(pid, 0), which cannot see pid reuse.
-                    !matches!(
-                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None),
-                        Err(nix::errno::Errno::ESRCH)
-                    )
-                }
-            }
-        }
-    }
-}
-
-/// The largest pid of this system (`/proc/sys/kernel/pid_max`), or Linux's limit (2^22) when
-/// that cannot be read.
-fn pid_max() -> u32 {
-    const PID_MAX_LIMIT: u32 = 1 << 22;
-    std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(PID_MAX_LIMIT)
-}
-
-#[cfg_attr(loom, allow(dead_code))] // liveness comes from `sync::death` under loom
-fn start_tag(start: u64) -> u64 {
-    start % START_MODULUS + 1
-}
-
-#[cfg_attr(loom, allow(dead_code))] // liveness comes from `sync::death` under loom
-enum StatRead {
-    Found { state: u8, start: u64 },
-    NoSuchProcess,
-    Unreadable,
-}
-
-/// Reads `/proc/PID/stat` with raw syscalls into stack buffers (async-signal-safe, no
-/// allocation) and extracts the state (field 3) and start time (field 22).
-#[cfg_attr(loom, allow(dead_code))] // liveness comes from `sync::death` under loom
-fn read_stat(pid: u32) -> StatRead {
-    let mut path = [0u8; 32];
-    let mut n = 0;
-    for &b in b"/proc/" {
-        path[n] = b;
-        n += 1;
-    }
-    let mut digits = [0u8; 10];
-    let mut d = 0;
-    let mut p = pid;
-    loop {
-        digits[d] = b'0' + (p % 10) as u8;
-        d += 1;
-        p /= 10;
-        if p == 0 {
-            break;
-        }
-    }
-    while d > 0 {
-        d -= 1;
-        path[n] = digits[d];
-        n += 1;
-    }
-    for &b in b"/stat" {
-        path[n] = b;
-        n += 1;
-    }
-    // path[n] is already the terminating NUL (at most 6 + 10 + 5 = 21 bytes used).
-    // SAFETY: `path` is NUL-terminated.
-    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return match nix::errno::Errno::last() {
-            nix::errno::Errno::ENOENT | nix::errno::Errno::ESRCH => {
-                if proc_mounted() {
-                    StatRead::NoSuchProcess
-                } else {
-                    StatRead::Unreadable
-                }
-            }
-            _ => StatRead::Unreadable,
-        };
-    }
-    let mut buf = [0u8; 1024];
-    let mut len = 0;
-    while len < buf.len() {
-        // SAFETY: writes at most `buf.len() - len` bytes into `buf[len..]`.
-        let r = unsafe { libc::read(fd, buf[len..].as_mut_ptr().cast(), buf.len() - len) };
-        if r <= 0 {
-            break;
-        }
-        len += r as usize;
-    }
-    // SAFETY: `fd` is ours and open.
-    unsafe { libc::close(fd) };
-    parse_stat(&buf[..len]).map_or(StatRead::Unreadable, |(state, start)| StatRead::Found {
-        state,
-        start,
-    })
-}
-
-#[cfg_attr(loom, allow(dead_code))] // liveness comes from `sync::death` under loom
-fn proc_mounted() -> bool {
-    // SAFETY: NUL-terminated literal path.
-    unsafe { libc::access(c"/proc/self/stat".as_ptr(), libc::F_OK) == 0 }
-}
-
-/// Parses `pid (comm) S ppid ... starttime ...`; `comm` may contain spaces and parentheses, so
-/// fields are counted from the last `)`.
-#[cfg_attr(loom, allow(dead_code))] // liveness comes from `sync::death` under loom
-fn parse_stat(stat: &[u8]) -> Option<(u8, u64)> {
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let mut fields = stat[close + 1..]
-        .split(|&b| b == b' ')
-        .filter(|f| !f.is_empty());
-    let state = *fields.next()?.first()?;
-    // `state` was field 3; starttime is field 22, 19 further on.
-    let start = fields.nth(18)?;
-    let mut v: u64 = 0;
-    for &b in start {
-        if !b.is_ascii_digit() {
-            break;
-        }
-        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-    }
-    Some((state, v))
-}
-
-/// Where an endpoint may register.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Placement {
-    /// Only this entry (SPSC: 0 for the producer, 1 for the consumer).
-    Fixed(usize),
-    /// Any entry.
-    Any,
-}
-
-/// An endpoint's hold on a registry entry; give it back with [`deregister`].
+/// A mapped, validated ring and the memory that holds it. The handle and every endpoint keep
+/// it alive.
 #[derive(Debug)]
-pub(crate) struct Registration {
-    entry: usize,
-    word: u64,
+pub(crate) struct Shared {
+    pub(crate) mem: RingMem,
+    /// How this process's blocking calls wait (not shared: each process chooses).
+    pub(crate) wait: WaitOptions,
+    pub(crate) backing: Backing,
+    pub(crate) created: bool,
+    // Dropped last: unmaps (and maybe removes) the memory `mem` points into.
+    segment: Segment,
 }
 
-impl Registration {
+impl Shared {
+    pub(crate) fn new(
+        mem: RingMem,
+        wait: WaitOptions,
+        backing: Backing,
+        created: bool,
+        segment: Segment,
+    ) -> Shared {
+        Shared {
+            mem,
+            wait,
+            backing,
+            created,
+            segment,
+        }
+    }
+
+    /// Whether the segment was shrunk under this process's mapping (a contained `SIGBUS`,
+    /// `segment::guard`): its contents are gone, and endpoints report
+    /// [`Corruption::Shrunk`] from their slow paths.
+    #[cold]
+    pub(crate) fn shrunk(&self) -> bool {
+        self.segment.tripped()
+    }
+
+    /// This named segment, exactly (see `segment::Exact`).
+    pub(crate) fn exact(&self) -> Option<segment::Exact> {
+        self.segment.exact()
+    }
+
+    /// Which pages of the mapping hold memory (`segment::Segment::resident`).
+    pub(crate) fn resident(&self) -> Option<segment::Resident> {
+        self.segment.resident()
+    }
+
+    /// The corruption to report for `found`: [`Corruption::Shrunk`] if the segment was
+    /// truncated under us (its zero pages are what made `found`), else `found`.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn diagnose(&self, found: Corruption) -> Corruption {
+        if self.shrunk() {
+            Corruption::Shrunk
+        } else {
+            found
+        }
+    }
+}
+
+/// An endpoint's hold on a ring: the mapping, its registry entry, and its peers as last seen.
+/// Dropping it leaves the registry (`registry::deregister`), which tells the peers.
+#[derive(Debug)]
+pub(crate) struct Attached {
+    shared: Arc<Shared>,
+    reg: Registration,
+    /// The endpoints of the other role, as last seen in the registry.
+    peers: Peers,
+}
+
+impl Attached {
+    /// Registers an endpoint of `role` where `placement` allows.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        role: Role,
+        placement: Placement<'_>,
+    ) -> Result<Attached, AttachError> {
+        let reg = registry::register(&shared.mem, role, placement)?;
+        let peers = Peers::new(&shared.mem, role.peer());
+        Ok(Attached { shared, reg, peers })
+    }
+
+    #[inline(always)]
+    pub(crate) fn mem(&self) -> &RingMem {
+        &self.shared.mem
+    }
+
+    #[inline(always)]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// The registry entry held.
     pub(crate) fn entry(&self) -> usize {
-        self.entry
+        self.reg.entry()
     }
 
-    /// The endpoint word stored in it.
+    /// The endpoint word in it.
     pub(crate) fn word(&self) -> u64 {
-        self.word
-    }
-}
-
-/// The `seen` bit of a role in the wait line.
-fn seen_bit(role: Role) -> u32 {
-    match role {
-        Role::Producer => 1,
-        Role::Consumer => 2,
-    }
-}
-
-/// Tells the other endpoints that the registry changed: bumps the generation, which voids
-/// cached liveness verdicts.
-fn announce(mem: &RingMem) {
-    // Relaxed: the generation only says "look again"; what a peer acts on is the attached
-    // count (Release/Acquire) and the entries themselves.
-    mem.registry_gen().fetch_add(1, Ordering::Relaxed);
-}
-
-/// Claims a registry entry for this process in `role`.
-pub(crate) fn register(
-    mem: &RingMem,
-    role: Role,
-    placement: Placement,
-) -> Result<Registration, AttachError> {
-    let (reg, replaced) = claim_entry(mem, role, placement)?;
-    // Relaxed (both counts): only compared with zero; ordered for peers by the `seen` Release
-    // below, or by a later Release decrement.
-    if let Some(dead) = EndpointWord(replaced).role().filter(|_| replaced != 0) {
-        // The entry's dead holder never detached: its count goes with it.
-        mem.attached(dead).fetch_sub(1, Ordering::Relaxed);
-    }
-    mem.attached(role).fetch_add(1, Ordering::Relaxed);
-    // Release, after the increment: pairs with the Acquire in `seen` (see `Peers::gone`).
-    mem.header()
-        .wait
-        .seen
-        .fetch_or(seen_bit(role), Ordering::Release);
-    announce(mem);
-    Ok(reg)
-}
-
-/// Claims an entry; returns the registration and the word it replaced (0 if it was free).
-fn claim_entry(
-    mem: &RingMem,
-    role: Role,
-    placement: Placement,
-) -> Result<(Registration, u64), AttachError> {
-    let header = mem.header();
-    let me = EndpointWord::current(role).0;
-    let try_claim = |entry: usize, expected: u64| {
-        // AcqRel on success: Acquire pairs with the Release in `deregister` (or the dead owner's
-        // last Release stores), so we see the cursors as the previous holder left them. Failure
-        // is Relaxed: the value is only re-examined.
-        header.endpoints[entry]
-            .owner
-            .compare_exchange(expected, me, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-    };
-    match placement {
-        Placement::Fixed(entry) => {
-            for _ in 0..CLAIM_ATTEMPTS {
-                // Acquire: pairs with the Release CAS/store of the previous holder.
-                let cur = header.endpoints[entry].owner.load(Ordering::Acquire);
-                let word = EndpointWord(cur);
-                if cur != 0 && word.is_alive() {
-                    return Err(AttachError::RoleTaken {
-                        role,
-                        pid: word.pid(),
-                    });
-                }
-                if try_claim(entry, cur) {
-                    return Ok((Registration { entry, word: me }, cur));
-                }
-            }
-            Err(AttachError::RoleTaken { role, pid: 0 })
-        }
-        Placement::Any => {
-            for entry in 0..MAX_ENDPOINTS {
-                if header.endpoints[entry].owner.load(Ordering::Relaxed) == 0 && try_claim(entry, 0)
-                {
-                    return Ok((Registration { entry, word: me }, 0));
-                }
-            }
-            for entry in 0..MAX_ENDPOINTS {
-                let cur = header.endpoints[entry].owner.load(Ordering::Acquire);
-                if cur == 0 || EndpointWord(cur).is_alive() {
-                    continue;
-                }
-                // A dead entry whose claim record names a slot still stuck on it is the
-                // evidence a peer needs to recover that slot: leave it until the recovery
-                // clears the record. A record of a settled claim (the process died after
-                // finishing it, or before its claim CAS) is debris: take the entry over and
-                // erase it, or a stream of crashes would fill the registry.
-                // Relaxed: a hint; the recovery re-reads under its lock.
-                let claim = mem.claim(entry).load(Ordering::Relaxed);
-                if claim != 0 && stuck_on(mem, EndpointWord(cur).role(), claim.wrapping_sub(1)) {
-                    continue;
-                }
-                if try_claim(entry, cur) {
-                    // Relaxed: our own entry now; the record is re-written before our claims.
-                    mem.claim(entry).store(0, Ordering::Relaxed);
-                    return Ok((Registration { entry, word: me }, cur));
-                }
-            }
-            Err(AttachError::RegistryFull { max: MAX_ENDPOINTS })
-        }
-    }
-}
-
-/// Whether the slot of MPMC cursor `pos` is stuck on a claim by the dead holder of an entry
-/// (`mpmc::stuck`); never for SPSC rings, which keep no claim records (a value there is forged
-/// debris), nor for a malformed role.
-fn stuck_on(mem: &RingMem, role: Option<Role>, pos: u64) -> bool {
-    mem.geometry().kind == crate::layout::Kind::Mpmc
-        && role.is_some_and(|role| crate::mpmc::stuck(mem, role, pos))
-}
-
-/// Frees the entry, unless someone took it over (believing us dead), and tells the peers.
-pub(crate) fn deregister(mem: &RingMem, reg: &Registration) {
-    // A loom model "killed" this endpoint: a dead process detaches nothing.
-    #[cfg(loom)]
-    if !EndpointWord(reg.word).is_alive() {
-        return;
-    }
-    // Relaxed: a live endpoint has no claim in flight when it detaches (a claim borrows it);
-    // this only erases an intent left by a claim attempt that found the ring full.
-    mem.claim(reg.entry).store(0, Ordering::Relaxed);
-    // Release: pairs with the Acquire of the next registrant, publishing our last cursor writes.
-    let still_ours = mem.header().endpoints[reg.entry]
-        .owner
-        .compare_exchange(reg.word, 0, Ordering::Release, Ordering::Relaxed)
-        .is_ok();
-    // (If not, whoever took the entry over also took our count.)
-    if let Some(role) = EndpointWord(reg.word).role().filter(|_| still_ours) {
-        // Release: pairs with the Acquire load in `Peers::gone`: a peer that reads the count
-        // that reaches 0 sees every message we published and every slot we released.
-        mem.attached(role).fetch_sub(1, Ordering::Release);
-    }
-    announce(mem);
-    // Sleepers on either side may be waiting for us: wake them so they see we left. The same
-    // barrier protocol as a message (`wait` module docs), with the count as the publication:
-    // a sleeper either sees the new count when it re-polls, or is seen and woken here.
-    wait::notify(mem, wait::Side::Data);
-    wait::notify(mem, wait::Side::Space);
-}
-
-/// Whether an endpoint's peers (the other role) are gone, asked on the message path whenever
-/// the ring looks full (producers) or empty (consumers).
-///
-/// "Gone" means a peer attached at some point (the sticky `seen` bit) and none is here now:
-/// either the attached count of the peer role is 0 (they all detached; one load of a rarely
-/// written word to find out), or the last liveness check found no live process behind the
-/// peer entries (they were killed) and the registry has not changed since. A ring whose peer
-/// has not arrived yet is not disconnected.
-#[derive(Debug)]
-pub(crate) struct Peers {
-    role: Role,
-    /// The registry generation when `dead` was decided.
-    generation: u32,
-    /// The last liveness check found every peer entry's process dead.
-    dead: bool,
-    /// When the last liveness check ran: the blocking calls run the next one a liveness
-    /// interval later, whatever calls come in between (`wait::block`).
-    checked_at: std::time::Instant,
-}
-
-impl Peers {
-    /// Peers of role `role` (the opposite of the endpoint's own).
-    pub(crate) fn new(mem: &RingMem, role: Role) -> Peers {
-        Peers {
-            role,
-            generation: 0,
-            dead: false,
-            checked_at: std::time::Instant::now(),
-        }
-        .checked(mem)
+        self.reg.word()
     }
 
-    fn checked(mut self, mem: &RingMem) -> Peers {
-        self.rescan(mem);
-        self
-    }
-
-    /// Whether the peers are gone (see the type's docs). Cheap unless a liveness verdict is
-    /// cached.
+    /// Whether the peers are gone (`registry::Peers::gone`); asked whenever the ring looks
+    /// full (producers) or empty (consumers).
     #[inline]
-    pub(crate) fn gone(&mut self, mem: &RingMem) -> bool {
-        // The sticky bit first: a peer that is still arriving increments its count *before*
-        // setting the bit (Release), so a checker that sees the bit (Acquire) also sees that
-        // increment, and a count of 0 read after it means the peers left, not "not yet here".
-        if !seen(mem.header(), self.role) {
-            return false;
+    pub(crate) fn peers_gone(&mut self) -> bool {
+        self.peers.gone(&self.shared.mem)
+    }
+
+    /// The liveness check (`registry::Peers::rescan`).
+    pub(crate) fn rescan(&mut self) {
+        self.peers.rescan(&self.shared.mem);
+    }
+
+    /// When the peers' liveness was last checked.
+    fn checked_at(&self) -> Instant {
+        self.peers.checked_at()
+    }
+
+    pub(crate) fn capacity(&self) -> u64 {
+        self.mem().geometry().capacity
+    }
+
+    pub(crate) fn slot_size(&self) -> usize {
+        self.mem().geometry().slot_size
+    }
+
+    pub(crate) fn peer_list(&self) -> Vec<EndpointInfo> {
+        self.peers.list(self.mem().header())
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        registry::deregister(&self.shared.mem, &self.reg);
+    }
+}
+
+/// An attached endpoint of some algorithm.
+pub(crate) trait Endpoint {
+    fn attached(&self) -> &Attached;
+    fn attached_mut(&mut self) -> &mut Attached;
+    /// Runs after every liveness check: an algorithm that watches for stuck slots looks at
+    /// once (MPMC), instead of waiting for its next look.
+    fn liveness_tick(&mut self) {}
+    /// Messages in the ring as this endpoint can tell (what each algorithm counts is in its
+    /// `len` docs).
+    fn len(&self) -> usize;
+
+    /// The liveness check, then the algorithm's tick.
+    fn check_peers(&mut self) {
+        self.attached_mut().rescan();
+        self.liveness_tick();
+    }
+}
+
+/// A sending endpoint: what the blocking send and claim are built on.
+pub(crate) trait Sending: Endpoint {
+    /// The zero-copy claim guard.
+    type Slot<'a>
+    where
+        Self: 'a;
+    /// The non-blocking send.
+    fn try_send_msg<'m>(&mut self, msg: &'m [u8]) -> Result<(), TrySendError<&'m [u8]>>;
+    /// The blocking claim, until `deadline` (`None`: for ever).
+    fn claim_until(&mut self, deadline: Option<Instant>) -> Result<Self::Slot<'_>, ClaimError>;
+}
+
+/// A receiving endpoint: what the blocking receive and read are built on.
+pub(crate) trait Receiving: Endpoint {
+    /// The zero-copy read guard.
+    type Read<'a>
+    where
+        Self: 'a;
+    /// The non-blocking receive.
+    fn try_recv_msg(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError>;
+    /// The blocking read, until `deadline` (`None`: for ever).
+    fn read_until(&mut self, deadline: Option<Instant>) -> Result<Self::Read<'_>, RecvError>;
+}
+
+/// Runs a blocking call of `ep`: one poll, and if that fails, [`wait::block`] until `poll`
+/// returns `Some` or the deadline passes (then `None`), checking the peers once a liveness
+/// interval after the endpoint's last check (so the interval runs across calls).
+#[inline]
+pub(crate) fn block_on<E: Endpoint + ?Sized, R>(
+    ep: &mut E,
+    side: Side,
+    deadline: Option<Instant>,
+    mut poll: impl FnMut(&mut E) -> Option<R>,
+) -> Option<R> {
+    if let Some(r) = poll(ep) {
+        return Some(r);
+    }
+    let shared = Arc::clone(ep.attached().shared());
+    let next_check = ep
+        .attached()
+        .checked_at()
+        .checked_add(shared.wait.liveness());
+    wait::block(
+        &shared.mem,
+        side,
+        &shared.wait,
+        deadline,
+        next_check,
+        |check| {
+            if check {
+                ep.check_peers();
+            }
+            poll(ep)
+        },
+    )
+}
+
+/// The blocking send: [`Sending::try_send_msg`] until it succeeds, fails for good, or the
+/// deadline passes (then `Timeout`).
+pub(crate) fn send_until<'m, E: Sending + ?Sized>(
+    ep: &mut E,
+    msg: &'m [u8],
+    deadline: Option<Instant>,
+) -> Result<(), SendError<&'m [u8]>> {
+    block_on(ep, Side::Space, deadline, |p| match p.try_send_msg(msg) {
+        Err(e) if e.would_block() => None,
+        done => Some(done),
+    })
+    .unwrap_or(Err(TrySendError::Full(msg)))
+    .map_err(SendError::from_try)
+}
+
+/// The blocking receive, as [`send_until`].
+pub(crate) fn recv_until<E: Receiving + ?Sized>(
+    ep: &mut E,
+    buf: &mut [u8],
+    deadline: Option<Instant>,
+) -> Result<usize, RecvError> {
+    block_on(ep, Side::Data, deadline, |c| match c.try_recv_msg(buf) {
+        Err(e) if e.would_block() => None,
+        done => Some(done),
+    })
+    .unwrap_or(Err(TryRecvError::Empty))
+    .map_err(RecvError::from_try)
+}
+
+/// The deadline of a call with `timeout` (none if too large for the clock).
+pub(crate) fn deadline(timeout: Duration) -> Option<Instant> {
+    wait::deadline(timeout)
+}
+
+/// `msg` refused as longer than a slot of `max` bytes, if it is.
+#[inline(always)]
+pub(crate) fn check_len(msg: &[u8], max: usize) -> Result<(), TrySendError<&[u8]>> {
+    if msg.len() > max {
+        return Err(TrySendError::TooLarge {
+            msg,
+            len: msg.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// The public methods every sending endpoint type has, forwarded to [`Endpoint`] and
+/// [`Sending`].
+macro_rules! producer_api {
+    ($t:ty, $slot:ident) => {
+        $crate::endpoint::common_api!($t);
+
+        impl $t {
+            /// Copies `msg` into the ring, waiting while it is full (see
+            /// [`WaitOptions`](crate::WaitOptions)).
+            ///
+            /// # Errors
+            /// [`SendError::Disconnected`](crate::SendError::Disconnected) once every consumer
+            /// that attached is gone (detached, or found dead by the liveness check) and the
+            /// ring is full; `TooLarge` and `Corrupt` as for `try_send`. Each hands `msg` back.
+            pub fn send<'m>(&mut self, msg: &'m [u8]) -> Result<(), $crate::SendError<&'m [u8]>> {
+                $crate::endpoint::send_until(self, msg, None)
+            }
+
+            /// As [`send`](Self::send), giving up after `timeout` with
+            /// [`SendError::Timeout`](crate::SendError::Timeout).
+            ///
+            /// # Errors
+            /// As [`send`](Self::send), plus `Timeout`.
+            pub fn send_timeout<'m>(
+                &mut self,
+                msg: &'m [u8],
+                timeout: std::time::Duration,
+            ) -> Result<(), $crate::SendError<&'m [u8]>> {
+                $crate::endpoint::send_until(self, msg, $crate::endpoint::deadline(timeout))
+            }
+
+            /// Claims a slot for writing in place, waiting while the ring is full.
+            ///
+            /// # Errors
+            /// [`ClaimError::Disconnected`](crate::ClaimError::Disconnected) or `Corrupt`, as
+            /// for [`send`](Self::send).
+            pub fn claim(&mut self) -> Result<$slot<'_>, $crate::ClaimError> {
+                $crate::endpoint::Sending::claim_until(self, None)
+            }
+
+            /// As [`claim`](Self::claim), giving up after `timeout`.
+            ///
+            /// # Errors
+            /// As [`claim`](Self::claim), plus
+            /// [`ClaimError::Timeout`](crate::ClaimError::Timeout).
+            pub fn claim_timeout(
+                &mut self,
+                timeout: std::time::Duration,
+            ) -> Result<$slot<'_>, $crate::ClaimError> {
+                $crate::endpoint::Sending::claim_until(self, $crate::endpoint::deadline(timeout))
+            }
         }
-        // Acquire: pairs with the Release decrement in `deregister`: if it reads the 0 left by
-        // the last peer to leave, everything the peers published or released is visible.
-        if mem.attached(self.role).load(Ordering::Acquire) == 0 {
-            return true;
+    };
+}
+pub(crate) use producer_api;
+
+/// The public methods every receiving endpoint type has, forwarded to [`Endpoint`] and
+/// [`Receiving`].
+macro_rules! consumer_api {
+    ($t:ty, $read:ident) => {
+        $crate::endpoint::common_api!($t);
+
+        impl $t {
+            /// Copies the next message into `buf`, waiting while the ring is empty; returns its
+            /// length.
+            ///
+            /// # Errors
+            /// [`RecvError::Disconnected`](crate::RecvError::Disconnected) once the ring is
+            /// empty and every producer that attached is gone (so everything they sent is
+            /// received first); `BufferTooSmall` (the message stays), `Abandoned` (MPMC: a
+            /// message lost to a producer that died; the next call goes on), `Corrupt`.
+            pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, $crate::RecvError> {
+                $crate::endpoint::recv_until(self, buf, None)
+            }
+
+            /// As [`recv`](Self::recv), giving up after `timeout` with
+            /// [`RecvError::Timeout`](crate::RecvError::Timeout).
+            ///
+            /// # Errors
+            /// As [`recv`](Self::recv), plus `Timeout`.
+            pub fn recv_timeout(
+                &mut self,
+                buf: &mut [u8],
+                timeout: std::time::Duration,
+            ) -> Result<usize, $crate::RecvError> {
+                $crate::endpoint::recv_until(self, buf, $crate::endpoint::deadline(timeout))
+            }
+
+            /// Borrows the next message in place, waiting while the ring is empty.
+            ///
+            /// # Errors
+            /// As [`recv`](Self::recv), without `BufferTooSmall`.
+            pub fn read(&mut self) -> Result<$read<'_>, $crate::RecvError> {
+                $crate::endpoint::Receiving::read_until(self, None)
+            }
+
+            /// As [`read`](Self::read), giving up after `timeout`.
+            ///
+            /// # Errors
+            /// As [`read`](Self::read), plus `Timeout`.
+            pub fn read_timeout(
+                &mut self,
+                timeout: std::time::Duration,
+            ) -> Result<$read<'_>, $crate::RecvError> {
+                $crate::endpoint::Receiving::read_until(self, $crate::endpoint::deadline(timeout))
+            }
         }
-        // Relaxed: compared only; a change voids the verdict until the next check.
-        self.dead && mem.registry_gen().load(Ordering::Relaxed) == self.generation
-    }
-
-    /// The liveness check: reads every registry entry and checks each peer's process.
-    pub(crate) fn rescan(&mut self, mem: &RingMem) -> bool {
-        self.checked_at = std::time::Instant::now();
-        // Relaxed: as in `gone`.
-        self.generation = mem.registry_gen().load(Ordering::Relaxed);
-        let header = mem.header();
-        self.dead = seen(header, self.role)
-            && !header.endpoints.iter().any(|entry| {
-                // Acquire: pairs with the registrant's CAS, as in `claim_entry`.
-                let word = EndpointWord(entry.owner.load(Ordering::Acquire));
-                word.0 != 0 && word.role() == Some(self.role) && word.is_alive()
-            });
-        self.gone(mem)
-    }
-
-    /// When [`rescan`](Self::rescan) last ran.
-    pub(crate) fn checked_at(&self) -> std::time::Instant {
-        self.checked_at
-    }
-
-    /// Every registered peer, with liveness.
-    pub(crate) fn list(&self, header: &Header) -> Vec<EndpointInfo> {
-        endpoints(header)
-            .into_iter()
-            .filter(|e| e.role == Some(self.role))
-            .collect()
-    }
+    };
 }
+pub(crate) use consumer_api;
 
-/// Whether a `role` endpoint ever attached.
-fn seen(header: &Header, role: Role) -> bool {
-    // Acquire: pairs with the Release `fetch_or` in `register`, made after the registrant's
-    // count increment (see `Peers::gone`).
-    header.wait.seen.load(Ordering::Acquire) & seen_bit(role) != 0
+/// The accessors every endpoint type has, forwarded to [`Endpoint`].
+macro_rules! common_api {
+    ($t:ty) => {
+        impl $t {
+            /// Number of slots in the ring.
+            pub fn capacity(&self) -> u64 {
+                $crate::endpoint::Endpoint::attached(self).capacity()
+            }
+
+            /// Largest message, in bytes.
+            pub fn slot_size(&self) -> usize {
+                $crate::endpoint::Endpoint::attached(self).slot_size()
+            }
+
+            /// Messages in the ring, approximately (the peers move on while it is read); at most
+            /// the capacity. SPSC: published and not yet received (a producer counts from the
+            /// consumer cursor as it last loaded it). MPMC: claimed by producers and not yet by
+            /// consumers, so messages still being written count too (a consumer answers
+            /// `Pending` for those).
+            pub fn len(&self) -> usize {
+                $crate::endpoint::Endpoint::len(self)
+            }
+
+            /// Whether [`len`](Self::len) is 0: on a quiescent ring, `try_recv` answers
+            /// `Empty` (or `Disconnected`).
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+
+            /// Whether [`len`](Self::len) is the capacity: on a quiescent ring, `try_send`
+            /// answers `Full` (or `Disconnected`).
+            pub fn is_full(&self) -> bool {
+                self.len() as u64 == self.capacity()
+            }
+
+            /// Whether a peer (an endpoint of the other role) is attached and its process
+            /// alive. Reads the registry and checks each peer's process now.
+            pub fn is_peer_alive(&self) -> bool {
+                self.peers().iter().any(|p| p.alive)
+            }
+
+            /// The peers (endpoints of the other role) in the registry, with liveness.
+            pub fn peers(&self) -> Vec<$crate::EndpointInfo> {
+                $crate::endpoint::Endpoint::attached(self).peer_list()
+            }
+
+            /// Checks the peers' processes now, as the blocking calls do every liveness
+            /// interval. Non-blocking calls never read `/proc` by themselves: a loop of `try_*`
+            /// calls that should notice peers killed without detaching calls this now and then.
+            /// Afterwards, if every peer is dead, the non-blocking calls report `Disconnected`
+            /// (after whatever the peers sent), and an MPMC endpoint looks at once at a slot a
+            /// dead peer left stuck (`docs/crash-recovery.md`).
+            pub fn check_peers(&mut self) {
+                $crate::endpoint::Endpoint::check_peers(self);
+            }
+
+            /// Loom models of crash recovery: this endpoint's "process" dies here (it is
+            /// declared dead and detaches nothing).
+            #[cfg(loom)]
+            #[doc(hidden)]
+            pub fn die(self) {
+                $crate::registry::EndpointWord($crate::endpoint::Endpoint::attached(&self).word())
+                    .declare_dead();
+            }
+        }
+    };
 }
-
-/// One attached endpoint, as the registry records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EndpointInfo {
-    /// The registry entry.
-    pub entry: usize,
-    /// The process.
-    pub pid: u32,
-    /// Its role, if the word is well-formed.
-    pub role: Option<Role>,
-    /// Whether the process still runs (same pid and start time, not a zombie).
-    pub alive: bool,
-}
-
-/// Every occupied registry entry.
-pub(crate) fn endpoints(header: &Header) -> Vec<EndpointInfo> {
-    (0..MAX_ENDPOINTS)
-        .filter_map(|entry| {
-            // Relaxed: a snapshot for display; nothing is read through it.
-            let w = EndpointWord(header.endpoints[entry].owner.load(Ordering::Relaxed));
-            (w.0 != 0).then(|| EndpointInfo {
-                entry,
-                pid: w.pid(),
-                role: w.role(),
-                alive: w.is_alive(),
-            })
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn words_pack_and_unpack() {
-        let w = EndpointWord::new(4_194_304, Role::Consumer, START_MODULUS);
-        assert_eq!(w.pid(), 4_194_304);
-        assert_eq!(w.role(), Some(Role::Consumer));
-        assert_eq!(w.start_tag(), START_MODULUS);
-    }
-
-    #[test]
-    fn stat_parsing_counts_from_the_last_paren() {
-        let line =
-            b"42 (a (weird) name) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
-        assert_eq!(parse_stat(line), Some((b'S', 987_654)));
-        assert_eq!(parse_stat(b"garbage"), None);
-        assert_eq!(parse_stat(b"1 (x) S 1 2"), None);
-    }
-
-    #[test]
-    fn this_process_is_alive_and_a_changed_start_is_not() {
-        let me = EndpointWord::current(Role::Producer);
-        assert!(me.start_tag() != 0, "/proc should be readable in tests");
-        assert!(me.is_alive());
-        let other_start =
-            EndpointWord::new(me.pid(), Role::Producer, me.start_tag() % START_MODULUS + 1);
-        assert!(
-            !other_start.is_alive(),
-            "a reused pid must not pass for the original"
-        );
-        assert!(!EndpointWord::new(0, Role::Producer, 0).is_alive());
-        // pid_max is at most 2^22 on Linux.
-        assert!(!EndpointWord::new((1 << 22) + 7, Role::Producer, 0).is_alive());
-    }
-}
+pub(crate) use common_api;

@@ -1,32 +1,46 @@
 //! Lock-free message rings in shared memory, for processes on one Linux machine.
 //!
-//! # The data path
+//! # The data path, and the one rule
 //!
-//! A message travels through five layers (the fifth only when a side waits), and the modules follow it in that order:
+//! The modules are declared below in the order a message's path is built, from the bottom up,
+//! and **a module uses only modules declared before it** (`scripts/check-layers.sh` derives the
+//! import graph from the sources and fails CI on an upward import or a cycle):
 //!
-//! 1. **segment** — memory both processes can see: a POSIX object (`shm_open` + `mmap`), a
+//! 1. **os** — the non-memory OS calls, named after them: futex, membarrier, `pthread_atfork`,
+//!    `/proc/PID/stat`, `kill(pid, 0)`.
+//! 2. **sync** — the facade: atomics, fences, per-slot access tokens, the futex and the
+//!    barriers of the wake-up protocol; loom's model-checked versions under `--cfg loom`.
+//! 3. **kind**, **error**, **plain**, **hooks** — the vocabulary: ring kinds and roles, one
+//!    small error enum per operation, the plain-data marker trait, test hooks.
+//! 4. **segment** — memory both processes can see: a POSIX object (`shm_open` + `mmap`), a
 //!    System V segment (`shmget` + `shmat`), an anonymous mapping inherited across `fork`, or
 //!    process-local heap memory (for threads, tests and the loom model checker).
-//! 2. **layout** — a self-describing header at the start of the segment: magic, layout version,
+//! 5. **layout** — a self-describing header at the start of the segment: magic, layout version,
 //!    kind, capacity and slot geometry, the producer and consumer cursors each on its own
-//!    128-byte line, and a registry of attached endpoints. The creator stores the ready word
-//!    last; an opener validates every field against the mapping before it touches a slot.
-//! 3. **endpoint** — each producer and consumer registers (pid, role, process start time), so
+//!    128-byte line, the wait line and a registry of attached endpoints. The creator stores the
+//!    ready word last; an opener validates every field against the mapping before it touches a
+//!    slot. `RingMem` is the typed view of it the algorithms use.
+//! 6. **wait** — the sleep/wake protocol on the wait line's futex words: spin, yield, then
+//!    sleep; after each publish or release the other side checks one word and makes a system
+//!    call only if someone sleeps.
+//! 7. **registry** — each producer and consumer registers (pid, role, process start time), so
 //!    an SPSC ring refuses a second producer and dead processes can be told from live ones.
-//! 4. **spsc** / **mpmc** — the algorithms. A producer *claims* a slot, *writes* the payload,
+//! 8. **endpoint** — what every endpoint shares: the mapped ring, its registry entry and its
+//!    peers, leaving the registry on drop, and the blocking calls built once on any algorithm's
+//!    non-blocking ones.
+//! 9. **spsc** / **mpmc** — the algorithms. A producer *claims* a slot, *writes* the payload,
 //!    and *commits* it with a Release store of the slot's sequence word; a consumer *observes*
 //!    that store with Acquire, *reads* the payload, and *releases* the slot with a Release store
 //!    (of the consumer cursor in SPSC, of the sequence word in MPMC) that the producer acquires
 //!    before reusing the slot. Nothing on this path makes a system call, allocates, or takes a
-//!    lock, and no reader can see a half-written message.
-//! 5. **wait** — the blocking calls (`send`, `recv`, `claim`, `read`, with `_timeout` forms):
-//!    spin, yield, then sleep on a futex word in the segment. After each publish or release the
-//!    other side checks one word and makes a system call only if someone sleeps. Sleeps are
-//!    bounded by a liveness check, so a peer that died is reported as `Disconnected`, and an
-//!    MPMC slot whose producer died mid-claim is recovered and reported as `Abandoned`.
-//!
-//! Beside the path, [`admin`] lists, inspects, checks and garbage-collects segments (the
-//! `shmring` command is built on it).
+//!    lock, and no reader can see a half-written message. MPMC recovers slots that crashed
+//!    endpoints left claimed (`mpmc::recovery`).
+//! 10. **channel** — the kind-erased [`Producer`] and [`Consumer`], for a ring whose kind is
+//!     learnt at run time, with `std::io::Write` / `std::io::Read`.
+//! 11. **ring** — the handle: [`RingBuilder`] creates or opens a ring, [`Ring`] attaches
+//!     endpoints.
+//! 12. **admin** — lists, inspects, checks and garbage-collects segments (the `shmring`
+//!     command is built on it).
 //!
 //! The copy calls (`try_send`, `try_recv`) are built on the two-phase ones (`try_claim` →
 //! [`commit`](spsc::WriteSlot::commit); `try_read` → a guard that releases on drop).
@@ -63,37 +77,50 @@
 //! [`Corruption`], never a panic or an out-of-bounds access. See `docs/safety.md`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
-#![warn(clippy::undocumented_unsafe_blocks)]
+
+mod os;
 
 mod sync;
+
+mod kind;
+
+mod error;
+
+mod plain;
+
+#[doc(hidden)]
+pub mod hooks;
 
 pub mod segment;
 
 mod layout;
 
-mod endpoint;
+mod wait;
 
-mod ring;
+mod registry;
+
+mod endpoint;
 
 pub mod spsc;
 
 pub mod mpmc;
 
-mod wait;
+mod channel;
+
+mod ring;
 
 pub mod admin;
 
-mod error;
-mod plain;
-
 pub use admin::gc;
-pub use endpoint::EndpointInfo;
+pub use channel::{Consumer, Producer, ReadSlot, WriteSlot};
 pub use error::{
-    AttachError, ClaimError, CommitError, ConfigError, Corruption, OpenError, RecvError, Role,
-    SendError, TryClaimError, TryRecvError, TrySendError,
+    AttachError, ClaimError, CommitError, ConfigError, Corruption, CreateError, OpenError,
+    RecvError, RemoveError, SendError, TryClaimError, TryRecvError, TrySendError,
 };
-pub use layout::{Kind, LAYOUT_VERSION, MAX_CAPACITY, MAX_SEGMENT_SIZE, MAX_SLOT_SIZE};
+pub use kind::{Kind, Role};
+pub use layout::{LAYOUT_VERSION, MAX_CAPACITY, MAX_SEGMENT_SIZE, MAX_SLOT_SIZE};
 pub use plain::Plain;
+pub use registry::EndpointInfo;
 pub use ring::{DEFAULT_INIT_TIMEOUT, Ring, RingBuilder};
 pub use segment::{Backing, Cleanup, SysvKey, remove};
 pub use wait::{FALLBACK_SLICE, WaitOptions};
@@ -102,9 +129,6 @@ pub use wait::{FALLBACK_SLICE, WaitOptions};
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
-
-#[doc(hidden)]
-pub mod hooks;
 
 /// Hooks for the loom models of crash recovery (`tests/loom.rs`); not part of the API.
 #[cfg(loom)]

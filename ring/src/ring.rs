@@ -5,61 +5,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::endpoint::{self, EndpointInfo, EndpointWord};
-use crate::error::{AttachError, ConfigError, OpenError, Role};
-use crate::layout::{self, Geometry, HEADER_SIZE, Kind, MAGIC, RingMem};
+use crate::channel::{Consumer, Producer};
+use crate::endpoint::Shared;
+use crate::error::{AttachError, ConfigError, CreateError, OpenError};
+use crate::kind::{Kind, Role};
+use crate::layout::{self, Geometry, HEADER_SIZE, IdentityFields, MAGIC, RingMem};
+use crate::registry::{self, EndpointInfo, EndpointWord};
 use crate::segment::{self, Backing, Cleanup, MapOptions, Segment, SysvKey};
-use crate::sync::Ordering;
+use crate::sync::{Ordering, barrier};
 use crate::wait::WaitOptions;
 use crate::{mpmc, spsc};
 
 /// How long an opener waits, by default, for a creator to finish building the header.
 pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// A mapped, validated ring and the memory that holds it. Endpoints keep it alive.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) mem: RingMem,
-    /// How this process's blocking calls wait (not shared: each process chooses).
-    pub(crate) wait: WaitOptions,
-    backing: Backing,
-    created: bool,
-    // Dropped last: unmaps (and maybe removes) the memory `mem` points into.
-    segment: Segment,
-}
-
-impl Shared {
-    /// Whether the segment was shrunk under this process's mapping (a contained `SIGBUS`,
-    /// `segment::guard`): its contents are gone, and endpoints report
-    /// [`Corruption::Shrunk`](crate::Corruption::Shrunk) from their slow paths.
-    #[cold]
-    pub(crate) fn shrunk(&self) -> bool {
-        self.segment.tripped()
-    }
-
-    /// This named segment, exactly (see `segment::Exact`).
-    pub(crate) fn exact(&self) -> Option<segment::Exact> {
-        self.segment.exact()
-    }
-
-    /// Which pages of the mapping hold memory (`segment::Segment::resident`).
-    pub(crate) fn resident(&self) -> Option<segment::Resident> {
-        self.segment.resident()
-    }
-
-    /// The corruption to report for `found`: [`Corruption::Shrunk`](crate::Corruption::Shrunk)
-    /// if the segment was truncated under us (its zero pages are what made `found`), else
-    /// `found`.
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn diagnose(&self, found: crate::Corruption) -> crate::Corruption {
-        if self.shrunk() {
-            crate::Corruption::Shrunk
-        } else {
-            found
-        }
-    }
-}
 
 /// Configures, creates and opens rings.
 ///
@@ -263,9 +221,9 @@ impl RingBuilder {
     /// Creates a new ring; fails if a segment of that name or key exists.
     ///
     /// # Errors
-    /// [`OpenError::Config`] for a bad configuration, [`OpenError::AlreadyExists`], or the OS
-    /// error of the failing call.
-    pub fn create(&self) -> Result<Ring, OpenError> {
+    /// [`CreateError::Config`] for a bad configuration, [`CreateError::AlreadyExists`],
+    /// [`CreateError::PermissionDenied`], or the OS error of the failing call.
+    pub fn create(&self) -> Result<Ring, CreateError> {
         let geo = self.geometry()?;
         let backing = self.backing_ref()?.clone();
         let creator = EndpointWord::current(Role::Producer).0;
@@ -276,9 +234,11 @@ impl RingBuilder {
                 &layout::identity_line(&geo, creator),
                 &self.opts,
             )?,
-            Backing::SysV(key) => {
-                segment::sysv::create(segment::sysv::ftok_key(key)?, geo.total_size, &self.opts)?
-            }
+            Backing::SysV(key) => segment::sysv::create(
+                segment::sysv::ftok_key::<CreateError>(key)?,
+                geo.total_size,
+                &self.opts,
+            )?,
             Backing::Anonymous => segment::anon::create(geo.total_size, &self.opts)?,
             Backing::Heap => segment::heap::create(geo.total_size)?,
         };
@@ -291,7 +251,7 @@ impl RingBuilder {
         // else reads it before the ready word.
         unsafe { layout::init(segment.base(), &geo, creator) };
         // SAFETY: just built for `geo`; `Shared` keeps the segment mapped as long as `mem`.
-        let mem = unsafe { RingMem::new(segment.base(), geo) };
+        let mem = unsafe { RingMem::new(segment.base(), geo, barrier::register()) };
         Ok(Ring::new(mem, self.wait, backing, true, segment))
     }
 
@@ -314,9 +274,11 @@ impl RingBuilder {
                 started,
                 self.init_timeout,
             )?,
-            Backing::SysV(key) => {
-                segment::sysv::open(segment::sysv::ftok_key(key)?, &self.opts, HEADER_SIZE)?
-            }
+            Backing::SysV(key) => segment::sysv::open(
+                segment::sysv::ftok_key::<OpenError>(key)?,
+                &self.opts,
+                HEADER_SIZE,
+            )?,
             Backing::Anonymous | Backing::Heap => {
                 return Err(ConfigError::Unsupported(
                     "opening an anonymous or heap ring: share the Ring handle (or fork) instead",
@@ -325,33 +287,26 @@ impl RingBuilder {
             }
         };
         let base = segment.base();
+        // SAFETY: the open functions guarantee at least HEADER_SIZE mapped bytes, page-aligned,
+        // mapped while `segment` lives (to the end of this function, or in the `Shared` that
+        // takes it); every field of `Header` is atomic.
+        let header = unsafe { base.cast::<layout::Header>().as_ref() };
         loop {
-            // SAFETY: the open functions guarantee at least HEADER_SIZE mapped bytes.
-            if unsafe { layout::read_ready(base) } != 0 {
+            if layout::read_ready(header) != 0 {
                 break;
             }
-            // SAFETY: as above.
-            let magic = unsafe { layout::read_magic(base) };
-            if magic != 0 && magic != MAGIC {
-                return Err(OpenError::NotShmring { found: magic });
+            let fields = IdentityFields::load(header);
+            if fields.magic() != 0 && fields.magic() != MAGIC {
+                return Err(OpenError::NotShmring {
+                    found: fields.magic(),
+                });
             }
             if started.elapsed() >= self.init_timeout {
-                // The creator only if the identity line proves this is a ring being built: a
-                // foreign object's bytes never name a process (`admin::gc` acts on it).
-                // SAFETY: as above.
-                let creator = unsafe { layout::half_built_at(base, segment.len() as u64) }
-                    .map(EndpointWord)
-                    .filter(|w| w.plausible_creator());
-                return Err(OpenError::NotInitialized {
-                    waited: started.elapsed(),
-                    creator_pid: creator.map(EndpointWord::pid),
-                    creator_alive: creator.is_some_and(EndpointWord::is_alive),
-                });
+                return Err(unready(&fields, segment.len() as u64, started.elapsed()));
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        // SAFETY: the mapping holds `segment.len() >= HEADER_SIZE` bytes.
-        let geo = unsafe { layout::validate(base, segment.len()) }?;
+        let geo = layout::validate(header, segment.len())?;
         let expectations = [
             (
                 "kind",
@@ -375,7 +330,7 @@ impl RingBuilder {
             }
         }
         // SAFETY: validated for `geo` within the mapping, which `Shared` keeps alive.
-        let mem = unsafe { RingMem::new(base, geo) };
+        let mem = unsafe { RingMem::new(base, geo, barrier::register()) };
         Ok(Ring::new(mem, self.wait, backing, false, segment))
     }
 
@@ -384,11 +339,12 @@ impl RingBuilder {
     /// word and attach (or time out with [`OpenError::NotInitialized`]).
     ///
     /// # Errors
-    /// As [`create`](Self::create) and [`open`](Self::open); a ring that exists with another
-    /// kind, capacity or slot size gives [`OpenError::LayoutMismatch`].
+    /// As [`open`](Self::open), and [`OpenError::Create`] for what [`create`](Self::create)
+    /// reports; a ring that exists with another kind, capacity or slot size gives
+    /// [`OpenError::LayoutMismatch`].
     pub fn open_or_create(&self) -> Result<Ring, OpenError> {
         if matches!(self.backing_ref()?, Backing::Anonymous | Backing::Heap) {
-            return self.create();
+            return self.create().map_err(OpenError::Create);
         }
         self.geometry()?;
         // The segment can vanish between a failed create and the open (its creator failed and
@@ -396,8 +352,8 @@ impl RingBuilder {
         let mut last = OpenError::NotFound;
         for _ in 0..8 {
             match self.create() {
-                Err(OpenError::AlreadyExists) => {}
-                other => return other,
+                Err(CreateError::AlreadyExists) => {}
+                other => return other.map_err(OpenError::Create),
             }
             match self.open() {
                 Err(OpenError::NotFound) => last = OpenError::NotFound,
@@ -405,6 +361,20 @@ impl RingBuilder {
             }
         }
         Err(last)
+    }
+}
+
+/// The "not initialized" verdict on a segment whose identity line reads `fields` and whose
+/// object is `object_len` bytes: it names the creator only if the line proves a shmring creator
+/// wrote it (a foreign object's bytes never name a process: `admin::gc` acts on the verdict).
+pub(crate) fn unready(fields: &IdentityFields, object_len: u64, waited: Duration) -> OpenError {
+    let creator = layout::half_built(fields, object_len)
+        .map(EndpointWord)
+        .filter(|w| w.plausible_creator());
+    OpenError::NotInitialized {
+        waited,
+        creator_pid: creator.map(EndpointWord::pid),
+        creator_alive: creator.is_some_and(EndpointWord::is_alive),
     }
 }
 
@@ -465,13 +435,7 @@ impl Ring {
         segment: Segment,
     ) -> Ring {
         Ring {
-            shared: Arc::new(Shared {
-                mem,
-                wait,
-                backing,
-                created,
-                segment,
-            }),
+            shared: Arc::new(Shared::new(mem, wait, backing, created, segment)),
         }
     }
 
@@ -538,7 +502,7 @@ impl Ring {
 
     /// The endpoints registered in the segment, with whether their processes are alive.
     pub fn endpoints(&self) -> Vec<EndpointInfo> {
-        endpoint::endpoints(self.shared.mem.header())
+        registry::endpoints(self.shared.mem.header())
     }
 
     fn check_kind(&self, kind: Kind) -> Result<(), AttachError> {
@@ -587,5 +551,41 @@ impl Ring {
     pub fn mpmc_consumer(&self) -> Result<mpmc::Consumer, AttachError> {
         self.check_kind(Kind::Mpmc)?;
         mpmc::Consumer::attach(Arc::clone(&self.shared))
+    }
+
+    /// Attaches a producer of whatever kind the ring is (a kind-erased [`Producer`]).
+    ///
+    /// # Errors
+    /// As [`spsc_producer`](Self::spsc_producer) or [`mpmc_producer`](Self::mpmc_producer).
+    ///
+    /// # Examples
+    /// ```
+    /// let name = format!("/shmring-doc-erased-{}", std::process::id());
+    /// let ring = shmring::Ring::builder().mpmc().capacity(4).slot_size(8).posix(&name).create()?;
+    /// // Another process opens it by name, not knowing its kind:
+    /// let opened = shmring::Ring::builder().posix(&name).open()?;
+    /// let (mut tx, mut rx) = (opened.producer()?, opened.consumer()?);
+    /// tx.send(b"any kind")?;
+    /// let mut buf = [0u8; 8];
+    /// assert_eq!(rx.recv(&mut buf)?, 8);
+    /// # drop(ring);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn producer(&self) -> Result<Producer, AttachError> {
+        Ok(match self.kind() {
+            Kind::Spsc => self.spsc_producer()?.into(),
+            Kind::Mpmc => self.mpmc_producer()?.into(),
+        })
+    }
+
+    /// Attaches a consumer of whatever kind the ring is (a kind-erased [`Consumer`]).
+    ///
+    /// # Errors
+    /// As [`spsc_consumer`](Self::spsc_consumer) or [`mpmc_consumer`](Self::mpmc_consumer).
+    pub fn consumer(&self) -> Result<Consumer, AttachError> {
+        Ok(match self.kind() {
+            Kind::Spsc => self.spsc_consumer()?.into(),
+            Kind::Mpmc => self.mpmc_consumer()?.into(),
+        })
     }
 }

@@ -23,16 +23,19 @@ use core::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::endpoint::{self, Peers, Placement, Registration};
+use crate::endpoint::{
+    self, Attached, Endpoint, Receiving, Sending, Shared, consumer_api, producer_api,
+};
 use crate::error::{
-    AttachError, ClaimError, CommitError, Corruption, RecvError, Role, TryClaimError, TryRecvError,
+    AttachError, ClaimError, CommitError, Corruption, RecvError, TryClaimError, TryRecvError,
     TrySendError,
 };
-use crate::layout::RingMem;
+use crate::kind::Role;
+use crate::layout::{RingMem, Side};
 use crate::plain::Plain;
-use crate::ring::Shared;
+use crate::registry::Placement;
 use crate::sync::{AccessToken, Ordering};
-use crate::wait::{self, Side};
+use crate::wait;
 
 /// The sending end of an SPSC ring. One per ring, across all processes.
 ///
@@ -50,10 +53,8 @@ use crate::wait::{self, Side};
 /// ```
 #[derive(Debug)]
 pub struct Producer {
-    shared: Arc<Shared>,
-    reg: Registration,
-    /// The consumer, as last seen in the registry.
-    peers: Peers,
+    /// The ring, the registry entry (0), the consumer as last seen.
+    ep: Attached,
     /// Next cursor to publish. Only this producer stores `head`, so the local copy is exact.
     head: u64,
     /// The consumer cursor as last loaded; reloaded when the ring looks full.
@@ -63,10 +64,8 @@ pub struct Producer {
 /// The receiving end of an SPSC ring. One per ring, across all processes.
 #[derive(Debug)]
 pub struct Consumer {
-    shared: Arc<Shared>,
-    reg: Registration,
-    /// The producer, as last seen in the registry.
-    peers: Peers,
+    /// The ring, the registry entry (1), the producer as last seen.
+    ep: Attached,
     /// Next cursor to read. Only this consumer stores `tail`, so the local copy is exact.
     tail: u64,
 }
@@ -113,257 +112,100 @@ pub(crate) fn cursors(mem: &RingMem) -> Result<(u64, u64), Corruption> {
     Ok((head, tail))
 }
 
-macro_rules! endpoint_common {
-    ($t:ty) => {
-        impl $t {
-            /// Number of slots in the ring.
-            pub fn capacity(&self) -> u64 {
-                self.shared.mem.geometry().capacity
-            }
+impl Endpoint for Producer {
+    fn attached(&self) -> &Attached {
+        &self.ep
+    }
 
-            /// Largest message, in bytes.
-            pub fn slot_size(&self) -> usize {
-                self.shared.mem.geometry().slot_size
-            }
+    fn attached_mut(&mut self) -> &mut Attached {
+        &mut self.ep
+    }
 
-            /// Whether a peer (an endpoint of the other role) is attached and its process
-            /// alive. Reads the registry and checks each peer's process now.
-            pub fn is_peer_alive(&self) -> bool {
-                self.peers
-                    .list(self.shared.mem.header())
-                    .iter()
-                    .any(|p| p.alive)
-            }
-
-            /// The peers (endpoints of the other role) in the registry, with liveness.
-            pub fn peers(&self) -> Vec<$crate::EndpointInfo> {
-                self.peers.list(self.shared.mem.header())
-            }
-
-            /// Checks the peers' processes now, as the blocking calls do every liveness
-            /// interval. Non-blocking calls never read `/proc` by themselves: a loop of `try_*`
-            /// calls that should notice peers killed without detaching calls this now and then.
-            /// Afterwards, if every peer is dead, the non-blocking calls report `Disconnected`
-            /// (after whatever the peers sent), and an MPMC endpoint looks at once at a slot a
-            /// dead peer left stuck (`docs/crash-recovery.md`).
-            pub fn check_peers(&mut self) {
-                self.peers.rescan(&self.shared.mem);
-                self.liveness_tick();
-            }
-
-            #[inline(always)]
-            fn mem(&self) -> &RingMem {
-                &self.shared.mem
-            }
-
-            /// Loom models of crash recovery: this endpoint's "process" dies here (it is
-            /// declared dead and detaches nothing).
-            #[cfg(loom)]
-            #[doc(hidden)]
-            pub fn die(self) {
-                $crate::endpoint::EndpointWord(self.reg.word()).declare_dead();
-            }
-        }
-
-        impl $crate::wait::Endpoint for $t {
-            fn shared(&self) -> &Arc<Shared> {
-                &self.shared
-            }
-
-            fn check_peers(&mut self) {
-                <$t>::check_peers(self);
-            }
-
-            fn checked_at(&self) -> Instant {
-                self.peers.checked_at()
-            }
-        }
-
-        impl Drop for $t {
-            fn drop(&mut self) {
-                if !crate::sync::dying() {
-                    self.before_detach();
-                }
-                endpoint::deregister(&self.shared.mem, &self.reg);
-            }
-        }
-    };
-}
-pub(crate) use endpoint_common;
-
-/// The blocking calls, built on the non-blocking ones the same way for both algorithms. Each
-/// type provides `claim_until` and `read_until`.
-macro_rules! blocking_api {
-    ($producer:ty, $consumer:ty) => {
-        impl $producer {
-            /// Copies `msg` into the ring, waiting while it is full (see
-            /// [`WaitOptions`](crate::WaitOptions)).
-            ///
-            /// # Errors
-            /// [`SendError::Disconnected`](crate::SendError::Disconnected) once every consumer
-            /// that attached is gone (detached, or found dead by the liveness check) and the
-            /// ring is full; `TooLarge` and `Corrupt` as for `try_send`. Each hands `msg` back.
-            pub fn send<'m>(&mut self, msg: &'m [u8]) -> Result<(), $crate::SendError<&'m [u8]>> {
-                self.send_until(msg, None)
-            }
-
-            /// As [`send`](Self::send), giving up after `timeout` with
-            /// [`SendError::Timeout`](crate::SendError::Timeout).
-            ///
-            /// # Errors
-            /// As [`send`](Self::send), plus `Timeout`.
-            pub fn send_timeout<'m>(
-                &mut self,
-                msg: &'m [u8],
-                timeout: std::time::Duration,
-            ) -> Result<(), $crate::SendError<&'m [u8]>> {
-                self.send_until(msg, $crate::wait::deadline(timeout))
-            }
-
-            fn send_until<'m>(
-                &mut self,
-                msg: &'m [u8],
-                deadline: Option<Instant>,
-            ) -> Result<(), $crate::SendError<&'m [u8]>> {
-                $crate::wait::block_on(self, $crate::wait::Side::Space, deadline, |p| {
-                    match p.try_send(msg) {
-                        Err(e) if e.would_block() => None,
-                        done => Some(done),
-                    }
-                })
-                .unwrap_or(Err(TrySendError::Full(msg)))
-                .map_err($crate::SendError::from_try)
-            }
-
-            /// Claims a slot for writing in place, waiting while the ring is full.
-            ///
-            /// # Errors
-            /// [`ClaimError::Disconnected`](crate::ClaimError::Disconnected) or `Corrupt`, as
-            /// for [`send`](Self::send).
-            pub fn claim(&mut self) -> Result<WriteSlot<'_>, ClaimError> {
-                self.claim_until(None)
-            }
-
-            /// As [`claim`](Self::claim), giving up after `timeout`.
-            ///
-            /// # Errors
-            /// As [`claim`](Self::claim), plus
-            /// [`ClaimError::Timeout`](crate::ClaimError::Timeout).
-            pub fn claim_timeout(
-                &mut self,
-                timeout: std::time::Duration,
-            ) -> Result<WriteSlot<'_>, ClaimError> {
-                self.claim_until($crate::wait::deadline(timeout))
-            }
-        }
-
-        impl $consumer {
-            /// Copies the next message into `buf`, waiting while the ring is empty; returns its
-            /// length.
-            ///
-            /// # Errors
-            /// [`RecvError::Disconnected`](crate::RecvError::Disconnected) once the ring is
-            /// empty and every producer that attached is gone (so everything they sent is
-            /// received first); `BufferTooSmall` (the message stays), `Corrupt`.
-            pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
-                self.recv_until(buf, None)
-            }
-
-            /// As [`recv`](Self::recv), giving up after `timeout` with
-            /// [`RecvError::Timeout`](crate::RecvError::Timeout).
-            ///
-            /// # Errors
-            /// As [`recv`](Self::recv), plus `Timeout`.
-            pub fn recv_timeout(
-                &mut self,
-                buf: &mut [u8],
-                timeout: std::time::Duration,
-            ) -> Result<usize, RecvError> {
-                self.recv_until(buf, $crate::wait::deadline(timeout))
-            }
-
-            fn recv_until(
-                &mut self,
-                buf: &mut [u8],
-                deadline: Option<Instant>,
-            ) -> Result<usize, RecvError> {
-                $crate::wait::block_on(self, $crate::wait::Side::Data, deadline, |c| {
-                    match c.try_recv(buf) {
-                        Err(e) if e.would_block() => None,
-                        done => Some(done),
-                    }
-                })
-                .unwrap_or(Err(TryRecvError::Empty))
-                .map_err(RecvError::from_try)
-            }
-
-            /// Borrows the next message in place, waiting while the ring is empty.
-            ///
-            /// # Errors
-            /// As [`recv`](Self::recv), without `BufferTooSmall`.
-            pub fn read(&mut self) -> Result<ReadSlot<'_>, RecvError> {
-                self.read_until(None)
-            }
-
-            /// As [`read`](Self::read), giving up after `timeout`.
-            ///
-            /// # Errors
-            /// As [`read`](Self::read), plus `Timeout`.
-            pub fn read_timeout(
-                &mut self,
-                timeout: std::time::Duration,
-            ) -> Result<ReadSlot<'_>, RecvError> {
-                self.read_until($crate::wait::deadline(timeout))
-            }
-        }
-    };
-}
-pub(crate) use blocking_api;
-
-endpoint_common!(Producer);
-endpoint_common!(Consumer);
-blocking_api!(Producer, Consumer);
-
-impl Producer {
-    fn liveness_tick(&mut self) {}
-
-    /// Nothing to settle: a claim leaked with `mem::forget` published nothing (`head` did not
-    /// move), so the next producer reuses its slot.
-    fn before_detach(&mut self) {}
+    /// Messages published and not yet released, as this producer last loaded the consumer
+    /// cursor (the consumer may have received more since).
+    fn len(&self) -> usize {
+        self.head.wrapping_sub(self.cached_tail) as usize
+    }
 }
 
-impl Consumer {
-    fn liveness_tick(&mut self) {}
+impl Sending for Producer {
+    type Slot<'a> = WriteSlot<'a>;
 
-    /// Nothing to settle: a receive guard leaked with `mem::forget` released nothing (`tail`
-    /// did not move), so the next consumer receives its message.
-    fn before_detach(&mut self) {}
+    fn try_send_msg<'m>(&mut self, msg: &'m [u8]) -> Result<(), TrySendError<&'m [u8]>> {
+        self.try_send(msg)
+    }
+
+    /// Waits for a free slot, then claims it (nobody else can take it).
+    fn claim_until(&mut self, deadline: Option<Instant>) -> Result<WriteSlot<'_>, ClaimError> {
+        endpoint::block_on(self, Side::Space, deadline, |p| match p.has_space() {
+            Err(TryClaimError::Full) => None,
+            done => Some(done),
+        })
+        .unwrap_or(Err(TryClaimError::Full))
+        .map_err(ClaimError::from_try)?;
+        self.try_claim().map_err(ClaimError::from_try)
+    }
 }
+
+producer_api!(Producer, WriteSlot);
+
+impl Endpoint for Consumer {
+    fn attached(&self) -> &Attached {
+        &self.ep
+    }
+
+    fn attached_mut(&mut self) -> &mut Attached {
+        &mut self.ep
+    }
+
+    /// Messages published and not yet received, from our own exact cursor to the producer's
+    /// position as the slots say ([`cursors`]).
+    fn len(&self) -> usize {
+        let published = cursors(self.mem()).map_or(self.tail, |(head, _)| head);
+        published.wrapping_sub(self.tail).min(self.capacity()) as usize
+    }
+}
+
+impl Receiving for Consumer {
+    type Read<'a> = ReadSlot<'a>;
+
+    fn try_recv_msg(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
+        self.try_recv(buf)
+    }
+
+    /// Waits for a message, then borrows it.
+    fn read_until(&mut self, deadline: Option<Instant>) -> Result<ReadSlot<'_>, RecvError> {
+        endpoint::block_on(self, Side::Data, deadline, |c| match c.peek() {
+            Err(TryRecvError::Empty) => None,
+            done => Some(done.map(|_| ())),
+        })
+        .unwrap_or(Err(TryRecvError::Empty))
+        .map_err(RecvError::from_try)?;
+        self.try_read().map_err(RecvError::from_try)
+    }
+}
+
+consumer_api!(Consumer, ReadSlot);
 
 impl Producer {
     pub(crate) fn attach(shared: Arc<Shared>) -> Result<Producer, AttachError> {
-        let reg = endpoint::register(&shared.mem, Role::Producer, Placement::Fixed(0))?;
-        match cursors(&shared.mem) {
-            Ok((head, tail)) => {
-                // A predecessor that died between publishing slots and storing `head` left it
-                // behind; `cursors` stepped over what it published. Store the repaired value at
-                // once, so the hint never lags by more than this producer's next batch.
-                // Relaxed: as in `advance`.
-                shared.mem.head().store(head, Ordering::Relaxed);
-                let peers = Peers::new(&shared.mem, Role::Consumer);
-                Ok(Producer {
-                    shared,
-                    reg,
-                    peers,
-                    head,
-                    cached_tail: tail,
-                })
-            }
-            Err(c) => {
-                endpoint::deregister(&shared.mem, &reg);
-                Err(AttachError::Corrupt(c))
-            }
-        }
+        let ep = Attached::new(shared, Role::Producer, Placement::Fixed(0))?;
+        let (head, tail) = cursors(ep.mem()).map_err(AttachError::Corrupt)?;
+        // A predecessor that died between publishing slots and storing `head` left it behind;
+        // `cursors` stepped over what it published. Store the repaired value at once, so the
+        // hint never lags by more than this producer's next batch.
+        // Relaxed: as in `advance`.
+        ep.mem().head().store(head, Ordering::Relaxed);
+        Ok(Producer {
+            ep,
+            head,
+            cached_tail: tail,
+        })
+    }
+
+    #[inline(always)]
+    fn mem(&self) -> &RingMem {
+        self.ep.mem()
     }
 
     /// Free slots, reloading the consumer cursor only if fewer than `want` look free.
@@ -379,7 +221,7 @@ impl Producer {
             used = self.head.wrapping_sub(tail);
             if used > capacity {
                 // Not cached: the invariant above must keep holding.
-                return Err(self.shared.diagnose(Corruption::Cursors {
+                return Err(self.ep.shared().diagnose(Corruption::Cursors {
                     head: self.head,
                     tail,
                     capacity,
@@ -404,10 +246,10 @@ impl Producer {
     #[cold]
     #[inline(never)]
     fn full(&mut self) -> Result<(), TryClaimError> {
-        if self.shared.shrunk() {
+        if self.ep.shared().shrunk() {
             return Err(TryClaimError::Corrupt(Corruption::Shrunk));
         }
-        if !self.peers.gone(&self.shared.mem) {
+        if !self.ep.peers_gone() {
             return Err(TryClaimError::Full);
         }
         // The consumer left; the slots it released before leaving are visible now (the
@@ -416,17 +258,6 @@ impl Producer {
             0 => Err(TryClaimError::Disconnected),
             _ => Ok(()),
         }
-    }
-
-    /// The blocking claim: waits for a free slot, then claims it (nobody else can take it).
-    fn claim_until(&mut self, deadline: Option<Instant>) -> Result<WriteSlot<'_>, ClaimError> {
-        wait::block_on(self, Side::Space, deadline, |p| match p.has_space() {
-            Err(TryClaimError::Full) => None,
-            done => Some(done),
-        })
-        .unwrap_or(Err(TryClaimError::Full))
-        .map_err(ClaimError::from_try)?;
-        self.try_claim().map_err(ClaimError::from_try)
     }
 
     /// Publishes the slot of cursor `head + offset`, whose payload is written: stores its
@@ -505,14 +336,7 @@ impl Producer {
     /// [`TrySendError::Corrupt`]; each hands `msg` back.
     #[inline(always)]
     pub fn try_send<'m>(&mut self, msg: &'m [u8]) -> Result<(), TrySendError<&'m [u8]>> {
-        let max = self.slot_size();
-        if msg.len() > max {
-            return Err(TrySendError::TooLarge {
-                msg,
-                len: msg.len(),
-                max,
-            });
-        }
+        endpoint::check_len(msg, self.slot_size())?;
         let mut slot = self.try_claim().map_err(|e| e.with_msg(msg))?;
         // SAFETY: `msg.len() <= slot_size` was checked above.
         unsafe { slot.fill(msg) };
@@ -589,23 +413,6 @@ impl Producer {
         unsafe { slot.fill_value(value) };
         slot.publish(size_of::<T>());
         Ok(())
-    }
-
-    /// Messages published and not yet released by the consumer, as this producer last saw the
-    /// consumer cursor (the consumer may have received more since).
-    pub fn len(&self) -> usize {
-        self.head.wrapping_sub(self.cached_tail) as usize
-    }
-
-    /// Whether [`len`](Self::len) is 0.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Whether [`len`](Self::len) is the capacity: every slot holds a message, and
-    /// `try_send` would reload the consumer cursor before answering `Full`.
-    pub fn is_full(&self) -> bool {
-        self.len() as u64 == self.capacity()
     }
 }
 
@@ -688,22 +495,14 @@ impl DerefMut for WriteSlot<'_> {
 
 impl Consumer {
     pub(crate) fn attach(shared: Arc<Shared>) -> Result<Consumer, AttachError> {
-        let reg = endpoint::register(&shared.mem, Role::Consumer, Placement::Fixed(1))?;
-        match cursors(&shared.mem) {
-            Ok((_, tail)) => {
-                let peers = Peers::new(&shared.mem, Role::Producer);
-                Ok(Consumer {
-                    shared,
-                    reg,
-                    peers,
-                    tail,
-                })
-            }
-            Err(c) => {
-                endpoint::deregister(&shared.mem, &reg);
-                Err(AttachError::Corrupt(c))
-            }
-        }
+        let ep = Attached::new(shared, Role::Consumer, Placement::Fixed(1))?;
+        let (_, tail) = cursors(ep.mem()).map_err(AttachError::Corrupt)?;
+        Ok(Consumer { ep, tail })
+    }
+
+    #[inline(always)]
+    fn mem(&self) -> &RingMem {
+        self.ep.mem()
     }
 
     /// The slot and validated length of message `tail + offset`, if it is published.
@@ -722,7 +521,8 @@ impl Consumer {
         let max = mem.geometry().slot_size;
         if len as usize > max {
             return Err(self
-                .shared
+                .ep
+                .shared()
                 .diagnose(Corruption::Length { cursor, len, max }));
         }
         Ok(Some((idx, len as usize)))
@@ -747,10 +547,10 @@ impl Consumer {
     #[cold]
     #[inline(never)]
     fn empty(&mut self) -> Result<(usize, usize), TryRecvError> {
-        if self.shared.shrunk() {
+        if self.ep.shared().shrunk() {
             return Err(TryRecvError::Corrupt(Corruption::Shrunk));
         }
-        if !self.peers.gone(&self.shared.mem) {
+        if !self.ep.peers_gone() {
             return Err(TryRecvError::Empty);
         }
         // The producer left; what it published before leaving is visible now (the Acquire in
@@ -763,17 +563,6 @@ impl Consumer {
                 Err(TryRecvError::Corrupt(c))
             }
         }
-    }
-
-    /// The blocking read: waits for a message, then borrows it.
-    fn read_until(&mut self, deadline: Option<Instant>) -> Result<ReadSlot<'_>, RecvError> {
-        wait::block_on(self, Side::Data, deadline, |c| match c.peek() {
-            Err(TryRecvError::Empty) => None,
-            done => Some(done.map(|_| ())),
-        })
-        .unwrap_or(Err(TryRecvError::Empty))
-        .map_err(RecvError::from_try)?;
-        self.try_read().map_err(RecvError::from_try)
     }
 
     /// Gives the next `count` slots back to the producer.
@@ -907,25 +696,6 @@ impl Consumer {
         }
         Ok(batch.done as usize)
     }
-
-    /// Messages published and not yet received (released), approximately: the producer may
-    /// publish more meanwhile. On a quiescent ring, `len() == 0` exactly when `try_recv`
-    /// answers `Empty` (or `Disconnected`).
-    pub fn len(&self) -> usize {
-        // The producer's position as the slots say (`cursors`), from our own exact tail.
-        let published = cursors(self.mem()).map_or(self.tail, |(head, _)| head);
-        published.wrapping_sub(self.tail).min(self.capacity()) as usize
-    }
-
-    /// Whether [`len`](Self::len) is 0.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Whether [`len`](Self::len) is the capacity.
-    pub fn is_full(&self) -> bool {
-        self.len() as u64 == self.capacity()
-    }
 }
 
 /// A message borrowed in place; it is consumed (its slot released) when this drops.
@@ -941,7 +711,7 @@ impl Deref for ReadSlot<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         // SAFETY: published and unreleased until this guard drops; `len` was bounded by
-        // `slot_size` in `length_at`.
+        // `slot_size` in `Consumer::ready`.
         unsafe { self.consumer.mem().payload_slice(self.idx, self.len) }
     }
 }

@@ -8,23 +8,23 @@
 //! the cursors and sequence words the algorithms use live in a process-local shadow
 //! (`layout::Shadow`) and payload accesses are reported to loom through [`Cells`], which is what
 //! lets loom catch a missing Release on a payload write.
+//!
+//! What the model cannot see is mocked here too, as tokio's `loom/mocked` does: the futex
+//! ([`Futex`]: the kernel's wait queue becomes a loom mutex and condition variable, so a lost
+//! wake-up is a deadlock the model reports) and the memory barriers of the wake-up protocol
+//! ([`barrier`]: `membarrier` becomes the full fence it guarantees).
 
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64, Ordering, compiler_fence, fence};
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
-/// The futex emulation under loom (`wait::ShadowPair`): loom's own blocking primitives, so a
-/// lost wake-up shows as a deadlock in the model.
-#[cfg(loom)]
-pub(crate) use loom::sync::{Condvar, Mutex};
-
 /// `core`'s atomics whatever the build, for words that are never part of a loom model: words
 /// that live in a segment (the ready word, the endpoint registry), and process-local statics
 /// that a model must not own (the `SIGBUS` guard's table, read from a signal handler; test
 /// hooks).
 pub(crate) mod raw {
-    pub(crate) use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
+    pub(crate) use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize};
 }
 
 /// Per-slot access tracking for payload bytes.
@@ -252,4 +252,212 @@ pub(crate) fn dying() -> bool {
     return death::dying();
     #[cfg(not(loom))]
     false
+}
+
+/// A futex word: one 32-bit word processes sleep on (`FUTEX_WAIT`) and wake each other through
+/// (`FUTEX_WAKE`), in a segment. Under loom the word lives in the model's shadow and the kernel's
+/// wait queue is a loom mutex and condition variable ([`FutexQueue`]); timeouts are ignored
+/// there (loom has no clock), so a lost wake-up leaves the model deadlocked.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Futex<'a> {
+    word: &'a AtomicU32,
+    #[cfg(loom)]
+    queue: &'a FutexQueue,
+}
+
+impl<'a> Futex<'a> {
+    /// The futex on `word`.
+    #[cfg(not(loom))]
+    pub(crate) fn new(word: &'a AtomicU32) -> Futex<'a> {
+        Futex { word }
+    }
+
+    /// The futex on `word`, with the model's wait queue.
+    #[cfg(loom)]
+    pub(crate) fn new(word: &'a AtomicU32, queue: &'a FutexQueue) -> Futex<'a> {
+        Futex { word, queue }
+    }
+
+    /// The word itself.
+    #[inline(always)]
+    pub(crate) fn word(&self) -> &'a AtomicU32 {
+        self.word
+    }
+
+    /// Sleeps while the word holds `expected`, for at most `timeout`; may return spuriously.
+    #[cfg(not(loom))]
+    pub(crate) fn wait(&self, expected: u32, timeout: Option<std::time::Duration>) {
+        // SAFETY: the word is an aligned atomic u32 that `self` borrows for the whole call.
+        unsafe { crate::os::futex_wait(self.word.as_ptr(), expected, timeout) }
+    }
+
+    /// Wakes every sleeper.
+    #[cfg(not(loom))]
+    pub(crate) fn wake(&self) {
+        // SAFETY: as in `wait`.
+        unsafe { crate::os::futex_wake(self.word.as_ptr()) }
+    }
+
+    // The `unwrap`s below are on loom's mutex and condition variable, which fail only if a
+    // model thread panicked while holding the lock: the model has failed already.
+    #[cfg(loom)]
+    pub(crate) fn wait(&self, expected: u32, _timeout: Option<std::time::Duration>) {
+        let guard = self.queue.lock.lock().unwrap();
+        // Relaxed: the mutex orders it against `wake`, as the kernel's hash-bucket lock does.
+        if self.word.load(Ordering::Relaxed) == expected {
+            drop(self.queue.cv.wait(guard).unwrap());
+        }
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn wake(&self) {
+        let _guard = self.queue.lock.lock().unwrap();
+        self.queue.cv.notify_all();
+    }
+}
+
+/// The kernel's futex wait queue, as a loom model sees it.
+#[cfg(loom)]
+#[derive(Debug)]
+pub(crate) struct FutexQueue {
+    lock: loom::sync::Mutex<()>,
+    cv: loom::sync::Condvar,
+}
+
+#[cfg(loom)]
+impl FutexQueue {
+    pub(crate) fn new() -> FutexQueue {
+        FutexQueue {
+            lock: loom::sync::Mutex::new(()),
+            cv: loom::sync::Condvar::new(),
+        }
+    }
+}
+
+/// The two barriers of the wake-up protocol (`wait`): a waker's *light* barrier between its
+/// publication and its look at the sleeper count, and a sleeper's *heavy* barrier between its
+/// count increment and its re-poll. Together they make Dekker's pattern hold.
+///
+/// Normally light is a compiler fence and heavy is `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`,
+/// which makes every CPU running a thread of a registered process execute a full fence (as in
+/// folly and liburcu). Where the kernel lacks it, or registration fails, light is a real SeqCst
+/// fence and heavy reports that it only fenced this CPU. Under loom both are `fence(SeqCst)`:
+/// exactly what `membarrier` guarantees the waker.
+pub(crate) mod barrier {
+    #[cfg(not(loom))]
+    pub(crate) use imp::{heavy, light, register};
+    #[cfg(loom)]
+    pub(crate) use model::{heavy, light, register};
+
+    #[cfg(not(loom))]
+    mod imp {
+        use crate::os;
+        use crate::sync::raw::AtomicU32;
+        use crate::sync::{Ordering, compiler_fence, fence};
+
+        const UNKNOWN: u32 = 0;
+        /// Registered: light barriers may be compiler fences.
+        const ASYMMETRIC: u32 = 1;
+        /// No membarrier: light barriers are full fences.
+        const SYMMETRIC: u32 = 2;
+
+        /// This process's barrier mode. Process-global, not shared memory.
+        static MODE: AtomicU32 = AtomicU32::new(UNKNOWN);
+        /// Whether the kernel offers `MEMBARRIER_CMD_GLOBAL_EXPEDITED` (0 unknown, 1 yes, 2 no).
+        static HEAVY: AtomicU32 = AtomicU32::new(UNKNOWN);
+
+        fn supported() -> bool {
+            // Relaxed: a cache of an idempotent query; racing threads compute the same answer.
+            match HEAVY.load(Ordering::Relaxed) {
+                1 => true,
+                2 => false,
+                _ => {
+                    let mask = os::membarrier_query();
+                    let wanted = (libc::MEMBARRIER_CMD_GLOBAL_EXPEDITED
+                        | libc::MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED)
+                        as libc::c_long;
+                    let ok = mask >= 0 && mask & wanted == wanted;
+                    HEAVY.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
+                    ok
+                }
+            }
+        }
+
+        /// Makes this process a target of other processes' heavy barriers, once per process
+        /// (and again in each forked child, through `pthread_atfork`: whether the kernel
+        /// carries the registration across `fork` is not documented); whether it is. Called by
+        /// the ring handle when it maps a ring; cheap after the first call.
+        pub(crate) fn register() -> bool {
+            // Relaxed: MODE is only ever set after the registration it describes has completed
+            // in this thread, and the kernel's registration is process-wide state.
+            match MODE.load(Ordering::Relaxed) {
+                ASYMMETRIC => return true,
+                SYMMETRIC => return false,
+                _ => {}
+            }
+            let ok = supported()
+                && os::membarrier(libc::MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED as libc::c_int);
+            if ok {
+                os::pthread_atfork_child(after_fork);
+            }
+            MODE.store(if ok { ASYMMETRIC } else { SYMMETRIC }, Ordering::Relaxed);
+            ok
+        }
+
+        /// Re-registers a forked child (it only makes a system call and stores an atomic, both
+        /// async-signal-safe, as a fork child handler must). Should that ever fail, rings
+        /// mapped before the fork keep their compiler-fence light barrier: a sleeper's
+        /// `membarrier` then does not cover this process, and a wake-up from it can be missed
+        /// until the sleeper's next liveness check (a delay bounded by the liveness interval,
+        /// not a hang). Rings mapped after it use full fences.
+        extern "C" fn after_fork() {
+            if !os::membarrier(libc::MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED as libc::c_int) {
+                // Relaxed: the child is single-threaded here.
+                MODE.store(SYMMETRIC, Ordering::Relaxed);
+            }
+        }
+
+        /// The waker's barrier: orders its publication before its load of `sleepers`.
+        /// `asymmetric`: this process is registered (`RingMem::asymmetric`).
+        #[inline(always)]
+        pub(crate) fn light(asymmetric: bool) {
+            if asymmetric {
+                // Enough for the compiler; the CPU is fenced by a sleeper's membarrier.
+                compiler_fence(Ordering::SeqCst);
+            } else {
+                // SeqCst fence: pairs with the sleeper's heavy barrier (a fence or membarrier).
+                fence(Ordering::SeqCst);
+            }
+        }
+
+        /// The sleeper's barrier: orders its `sleepers` increment before its re-poll, and
+        /// pairs with every waker's light barrier. Returns false if it could only fence this
+        /// CPU (then a registered waker's compiler-fence-only light barrier is not covered).
+        pub(crate) fn heavy() -> bool {
+            if supported() && os::membarrier(libc::MEMBARRIER_CMD_GLOBAL_EXPEDITED as libc::c_int) {
+                return true;
+            }
+            fence(Ordering::SeqCst);
+            false
+        }
+    }
+
+    #[cfg(loom)]
+    mod model {
+        use crate::sync::{Ordering, fence};
+
+        pub(crate) fn register() -> bool {
+            true
+        }
+
+        /// What `membarrier` guarantees the waker: a full fence at this point.
+        pub(crate) fn light(_asymmetric: bool) {
+            fence(Ordering::SeqCst);
+        }
+
+        pub(crate) fn heavy() -> bool {
+            fence(Ordering::SeqCst);
+            true
+        }
+    }
 }

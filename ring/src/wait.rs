@@ -33,16 +33,17 @@
 //! *heavy* barrier is `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which makes every CPU
 //! running a thread of a registered process execute a full fence before it returns (a CPU not
 //! running one has passed through a context switch, which is a full fence too). Every process
-//! registers (`MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED`) when it first attaches an endpoint,
-//! and again in every child it forks. The heavy barrier costs a few hundred nanoseconds, paid
+//! registers (`MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED`) when it first creates or opens a
+//! ring, and again in every child it forks. The heavy barrier costs a few hundred nanoseconds, paid
 //! only on the way to sleep, which costs tens of microseconds anyway.
 //!
 //! Where the kernel lacks `membarrier`, or registration fails, wakers fall back to a real
 //! `SeqCst` fence; a waiter whose heavy barrier fails cannot rely on every waker, so it sleeps
 //! in slices of [`FALLBACK_SLICE`] instead: never a lost message, at worst that much latency.
-//! Under loom both barriers are `fence(SeqCst)`, which is exactly the guarantee `membarrier`
-//! gives, and loom checks the protocol with the futex modelled by a mutex and condition
-//! variable (a lost wake-up is then a deadlock the model reports).
+//! Both barriers, and the futex, come from the `sync` facade (`sync::barrier`, `sync::Futex`):
+//! under loom the barriers are `fence(SeqCst)`, which is exactly the guarantee `membarrier`
+//! gives, and the futex is a mutex and condition variable (a lost wake-up is then a deadlock
+//! the model reports).
 //!
 //! # Liveness
 //!
@@ -55,27 +56,16 @@
 //! a peer killed with SIGKILL is noticed within one interval, and a forged wait word (a hostile
 //! process zeroing `sleepers`) costs at most that much latency, never a hang.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::layout::RingMem;
-use crate::ring::Shared;
-use crate::sync::{AtomicU32, Ordering};
+use crate::layout::{Pair, RingMem, Side};
+use crate::sync::{Ordering, barrier};
 
 /// How long a waiter whose heavy barrier is unavailable sleeps before polling again.
 pub const FALLBACK_SLICE: Duration = Duration::from_millis(1);
 
 /// Polls between two clock reads while spinning.
 const SPIN_BATCH: u32 = 32;
-
-/// Which side of the ring a waiter waits for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Side {
-    /// Consumers waiting for a message.
-    Data,
-    /// Producers waiting for a free slot.
-    Space,
-}
 
 /// How blocking calls wait: spin, then yield, then sleep, checking peer liveness while asleep.
 ///
@@ -91,7 +81,7 @@ pub(crate) enum Side {
 /// // Never spin: sleep at once (lowest CPU use, highest latency).
 /// let lazy = WaitOptions::default().spin(Duration::ZERO).yield_for(Duration::ZERO);
 /// let ring = shmring::Ring::builder().spsc().capacity(8).slot_size(8).heap().wait(lazy).create()?;
-/// # Ok::<(), shmring::OpenError>(())
+/// # Ok::<(), shmring::CreateError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WaitOptions {
@@ -143,15 +133,6 @@ impl WaitOptions {
 /// The deadline of a call with an optional timeout (a timeout too large for the clock is none).
 pub(crate) fn deadline(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
-}
-
-/// One side's futex word and sleeper count.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Pair<'a> {
-    pub(crate) epoch: &'a AtomicU32,
-    pub(crate) sleepers: &'a AtomicU32,
-    #[cfg(loom)]
-    pub(crate) shadow: &'a ShadowPair,
 }
 
 /// Waits until `poll` returns `Some`, or `deadline` passes (then `None`).
@@ -211,7 +192,7 @@ pub(crate) fn block<R>(
         }
         // Acquire: pairs with the Release bump in `wake`, so a bump we read is one made after
         // its waker published (the argument in the module docs).
-        let epoch = pair.epoch.load(Ordering::Acquire);
+        let epoch = pair.epoch.word().load(Ordering::Acquire);
         // Relaxed: ordered before the re-poll by the heavy barrier just below, which is what
         // the waker's light barrier pairs with.
         pair.sleepers.fetch_add(1, Ordering::Relaxed);
@@ -226,7 +207,7 @@ pub(crate) fn block<R>(
         if !paired {
             timeout = Some(timeout.map_or(FALLBACK_SLICE, |t| t.min(FALLBACK_SLICE)));
         }
-        futex::wait(&pair, epoch, timeout);
+        pair.epoch.wait(epoch, timeout);
         // Relaxed: as above.
         pair.sleepers.fetch_sub(1, Ordering::Relaxed);
     }
@@ -251,46 +232,6 @@ impl Checks {
     }
 }
 
-/// An endpoint that can block.
-pub(crate) trait Endpoint {
-    fn shared(&self) -> &Arc<Shared>;
-    /// Re-reads the registry with process liveness checks (a sleeping call's periodic check).
-    fn check_peers(&mut self);
-    /// When this endpoint last checked its peers' liveness (at attach, then by
-    /// [`check_peers`](Self::check_peers)).
-    fn checked_at(&self) -> Instant;
-}
-
-/// Runs a blocking call of `ep`: one poll, and if that fails, [`block`] until `poll` returns
-/// `Some` or the deadline passes (then `None`), checking the peers once a liveness interval
-/// after the endpoint's last check.
-#[inline]
-pub(crate) fn block_on<E: Endpoint, R>(
-    ep: &mut E,
-    side: Side,
-    deadline: Option<Instant>,
-    mut poll: impl FnMut(&mut E) -> Option<R>,
-) -> Option<R> {
-    if let Some(r) = poll(ep) {
-        return Some(r);
-    }
-    let shared = Arc::clone(ep.shared());
-    let next_check = ep.checked_at().checked_add(shared.wait.liveness());
-    block(
-        &shared.mem,
-        side,
-        &shared.wait,
-        deadline,
-        next_check,
-        |check| {
-            if check {
-                ep.check_peers();
-            }
-            poll(ep)
-        },
-    )
-}
-
 /// Wakes the waiters of `side` if any sleep. Call after every publish (producers, `Data`) and
 /// every release (consumers, `Space`).
 #[inline(always)]
@@ -308,233 +249,6 @@ pub(crate) fn notify(mem: &RingMem, side: Side) {
 #[inline(never)]
 fn wake(pair: &Pair<'_>) {
     // Release: pairs with the Acquire load of `epoch` in `block`.
-    pair.epoch.fetch_add(1, Ordering::Release);
-    futex::wake(pair);
-}
-
-/// Makes this process a target of other processes' heavy barriers; whether it is. Called when
-/// a ring is mapped; cheap after the first call.
-pub(crate) fn register_process() -> bool {
-    barrier::register()
-}
-
-#[cfg(not(loom))]
-mod futex {
-    use core::ptr;
-    use std::time::Duration;
-
-    use super::Pair;
-
-    /// `FUTEX_WAIT` on `pair.epoch` while it holds `expected`. Spurious returns (a changed word,
-    /// a signal, the timeout) are fine: the caller re-polls. No `FUTEX_PRIVATE_FLAG`: the word
-    /// may be shared with other processes.
-    pub(super) fn wait(pair: &Pair<'_>, expected: u32, timeout: Option<Duration>) {
-        let ts = timeout.map(|d| libc::timespec {
-            tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
-            tv_nsec: libc::c_long::from(d.subsec_nanos() as i32),
-        });
-        let ts_ptr = ts.as_ref().map_or(ptr::null(), ptr::from_ref);
-        // SAFETY: `epoch` is a live, 4-byte aligned u32 for the whole call (the segment stays
-        // mapped while `pair` borrows it); FUTEX_WAIT only reads it. `ts_ptr` is null or points
-        // at a timespec that outlives the call.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                pair.epoch.as_ptr(),
-                libc::FUTEX_WAIT,
-                expected,
-                ts_ptr,
-                ptr::null::<u32>(),
-                0u32,
-            );
-        }
-    }
-
-    /// `FUTEX_WAKE` of every waiter on `pair.epoch`.
-    pub(super) fn wake(pair: &Pair<'_>) {
-        // SAFETY: as in `wait`; FUTEX_WAKE does not access the word's value.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                pair.epoch.as_ptr(),
-                libc::FUTEX_WAKE,
-                i32::MAX,
-                ptr::null::<libc::timespec>(),
-                ptr::null::<u32>(),
-                0u32,
-            );
-        }
-    }
-}
-
-/// Under loom a futex is a mutex and a condition variable per pair; timeouts are ignored (loom
-/// has no clock), so a lost wake-up leaves the model deadlocked.
-#[cfg(loom)]
-#[derive(Debug)]
-pub(crate) struct ShadowPair {
-    epoch: AtomicU32,
-    sleepers: AtomicU32,
-    lock: crate::sync::Mutex<()>,
-    cv: crate::sync::Condvar,
-}
-
-#[cfg(loom)]
-impl ShadowPair {
-    pub(crate) fn new() -> ShadowPair {
-        ShadowPair {
-            epoch: AtomicU32::new(0),
-            sleepers: AtomicU32::new(0),
-            lock: crate::sync::Mutex::new(()),
-            cv: crate::sync::Condvar::new(),
-        }
-    }
-
-    pub(crate) fn pair(&self) -> Pair<'_> {
-        Pair {
-            epoch: &self.epoch,
-            sleepers: &self.sleepers,
-            shadow: self,
-        }
-    }
-}
-
-#[cfg(loom)]
-mod futex {
-    use std::time::Duration;
-
-    use super::Pair;
-    use crate::sync::Ordering;
-
-    // The `unwrap`s below are on loom's mutex and condition variable, which fail only if a
-    // model thread panicked while holding the lock: the model has failed already.
-    pub(super) fn wait(pair: &Pair<'_>, expected: u32, _timeout: Option<Duration>) {
-        let guard = pair.shadow.lock.lock().unwrap();
-        // Relaxed: the mutex orders it against `wake`, as the kernel's hash-bucket lock does.
-        if pair.epoch.load(Ordering::Relaxed) == expected {
-            drop(pair.shadow.cv.wait(guard).unwrap());
-        }
-    }
-
-    pub(super) fn wake(pair: &Pair<'_>) {
-        let _guard = pair.shadow.lock.lock().unwrap();
-        pair.shadow.cv.notify_all();
-    }
-}
-
-#[cfg(not(loom))]
-mod barrier {
-    use crate::sync::{Ordering, compiler_fence, fence, raw::AtomicU32};
-
-    const UNKNOWN: u32 = 0;
-    /// Registered: light barriers may be compiler fences.
-    const ASYMMETRIC: u32 = 1;
-    /// No membarrier: light barriers are full fences.
-    const SYMMETRIC: u32 = 2;
-
-    /// This process's barrier mode. Process-global, not shared memory.
-    static MODE: AtomicU32 = AtomicU32::new(UNKNOWN);
-    /// Whether the kernel offers `MEMBARRIER_CMD_GLOBAL_EXPEDITED` (0 unknown, 1 yes, 2 no).
-    static HEAVY: AtomicU32 = AtomicU32::new(UNKNOWN);
-
-    fn membarrier(cmd: libc::c_int) -> bool {
-        // SAFETY: membarrier takes no pointers; any command value is checked by the kernel.
-        unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0u32, 0u32) == 0 }
-    }
-
-    fn supported() -> bool {
-        // Relaxed: a cache of an idempotent query; racing threads compute the same answer.
-        match HEAVY.load(Ordering::Relaxed) {
-            1 => true,
-            2 => false,
-            _ => {
-                // SAFETY: as in `membarrier`; QUERY returns a bit mask of supported commands.
-                let mask = unsafe {
-                    libc::syscall(libc::SYS_membarrier, libc::MEMBARRIER_CMD_QUERY, 0u32, 0u32)
-                };
-                let wanted = (libc::MEMBARRIER_CMD_GLOBAL_EXPEDITED
-                    | libc::MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED)
-                    as libc::c_long;
-                let ok = mask >= 0 && mask & wanted == wanted;
-                HEAVY.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
-                ok
-            }
-        }
-    }
-
-    /// Registers once per process (and again in each forked child, through `pthread_atfork`:
-    /// whether the kernel carries the registration across `fork` is not documented); whether
-    /// this process is registered.
-    pub(super) fn register() -> bool {
-        // Relaxed: MODE is only ever set after the registration it describes has completed in
-        // this thread, and the kernel's registration is process-wide state.
-        match MODE.load(Ordering::Relaxed) {
-            ASYMMETRIC => return true,
-            SYMMETRIC => return false,
-            _ => {}
-        }
-        let ok = supported()
-            && membarrier(libc::MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED as libc::c_int);
-        if ok {
-            // SAFETY: `after_fork` is an `extern "C" fn()` that only makes a system call and
-            // stores an atomic, both async-signal-safe as a fork child handler must be.
-            unsafe { libc::pthread_atfork(None, None, Some(after_fork)) };
-        }
-        MODE.store(if ok { ASYMMETRIC } else { SYMMETRIC }, Ordering::Relaxed);
-        ok
-    }
-
-    /// Re-registers a forked child. Should that ever fail, rings mapped before the fork keep
-    /// their compiler-fence light barrier: a sleeper's `membarrier` then does not cover this
-    /// process, and a wake-up from it can be missed — until the sleeper's next liveness check
-    /// (a delay bounded by [`WaitOptions::liveness_check`](super::WaitOptions), not a hang).
-    /// Rings mapped after it use full fences.
-    extern "C" fn after_fork() {
-        if !membarrier(libc::MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED as libc::c_int) {
-            // Relaxed: the child is single-threaded here.
-            MODE.store(SYMMETRIC, Ordering::Relaxed);
-        }
-    }
-
-    /// The waker's barrier: orders its publication before its load of `sleepers`.
-    /// `asymmetric`: this process is registered (`RingMem::asymmetric`).
-    #[inline(always)]
-    pub(super) fn light(asymmetric: bool) {
-        if asymmetric {
-            // Enough for the compiler; the CPU is fenced by a sleeper's membarrier.
-            compiler_fence(Ordering::SeqCst);
-        } else {
-            // SeqCst fence: pairs with the sleeper's heavy barrier (a fence or membarrier).
-            fence(Ordering::SeqCst);
-        }
-    }
-
-    /// The sleeper's barrier: orders its `sleepers` increment before its re-poll, and pairs
-    /// with every waker's light barrier. Returns false if it could only fence this CPU (then a
-    /// registered waker's compiler-fence-only light barrier is not covered).
-    pub(super) fn heavy() -> bool {
-        if supported() && membarrier(libc::MEMBARRIER_CMD_GLOBAL_EXPEDITED as libc::c_int) {
-            return true;
-        }
-        fence(Ordering::SeqCst);
-        false
-    }
-}
-
-#[cfg(loom)]
-mod barrier {
-    use crate::sync::{Ordering, fence};
-
-    pub(super) fn register() -> bool {
-        true
-    }
-
-    /// What `membarrier` guarantees the waker: a full fence at this point.
-    pub(super) fn light(_asymmetric: bool) {
-        fence(Ordering::SeqCst);
-    }
-
-    pub(super) fn heavy() -> bool {
-        fence(Ordering::SeqCst);
-        true
-    }
+    pair.epoch.word().fetch_add(1, Ordering::Release);
+    pair.epoch.wake();
 }

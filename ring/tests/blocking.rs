@@ -10,10 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::{kill, park_forever, reap, spawn, stamp, unstamp, with_watchdog};
-use shmring::{
-    ClaimError, Kind, RecvError, Ring, SendError, TryClaimError, TryRecvError, TrySendError,
-    WaitOptions, mpmc, spsc,
-};
+use shmring::{ClaimError, Kind, RecvError, Ring, TryClaimError, TryRecvError, WaitOptions};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -41,100 +38,11 @@ fn pause_ms(ms: u32) {
     unsafe { libc::usleep(ms * 1000) };
 }
 
-/// The two algorithms' endpoints behind one interface.
-enum Tx {
-    Spsc(spsc::Producer),
-    Mpmc(mpmc::Producer),
-}
-
-enum Rx {
-    Spsc(spsc::Consumer),
-    Mpmc(mpmc::Consumer),
-}
-
-impl Tx {
-    fn attach(ring: &Ring) -> Tx {
-        match ring.kind() {
-            Kind::Spsc => Tx::Spsc(ring.spsc_producer().unwrap()),
-            _ => Tx::Mpmc(ring.mpmc_producer().unwrap()),
-        }
-    }
-    fn send<'m>(&mut self, m: &'m [u8]) -> Result<(), SendError<&'m [u8]>> {
-        match self {
-            Tx::Spsc(t) => t.send(m),
-            Tx::Mpmc(t) => t.send(m),
-        }
-    }
-    fn send_timeout<'m>(&mut self, m: &'m [u8], d: Duration) -> Result<(), SendError<&'m [u8]>> {
-        match self {
-            Tx::Spsc(t) => t.send_timeout(m, d),
-            Tx::Mpmc(t) => t.send_timeout(m, d),
-        }
-    }
-    fn try_send<'m>(&mut self, m: &'m [u8]) -> Result<(), TrySendError<&'m [u8]>> {
-        match self {
-            Tx::Spsc(t) => t.try_send(m),
-            Tx::Mpmc(t) => t.try_send(m),
-        }
-    }
-    fn claim_timeout(&mut self, d: Duration) -> Result<(), ClaimError> {
-        match self {
-            Tx::Spsc(t) => t.claim_timeout(d).map(drop),
-            // (dropping an MPMC claim publishes a skip marker, which consumers step over)
-            Tx::Mpmc(t) => t.claim_timeout(d).map(|s| s.commit(0).unwrap()),
-        }
-    }
-    fn try_claim(&mut self) -> Result<(), TryClaimError> {
-        match self {
-            Tx::Spsc(t) => t.try_claim().map(drop),
-            Tx::Mpmc(t) => t.try_claim().map(|s| s.commit(0).unwrap()),
-        }
-    }
-}
-
-impl Rx {
-    fn attach(ring: &Ring) -> Rx {
-        match ring.kind() {
-            Kind::Spsc => Rx::Spsc(ring.spsc_consumer().unwrap()),
-            _ => Rx::Mpmc(ring.mpmc_consumer().unwrap()),
-        }
-    }
-    fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
-        match self {
-            Rx::Spsc(r) => r.recv(buf),
-            Rx::Mpmc(r) => r.recv(buf),
-        }
-    }
-    /// Receives one stamped message (blocking) and returns its number.
-    fn recv_id(&mut self) -> u64 {
-        let mut buf = [0u8; 16];
-        let n = self.recv(&mut buf).unwrap();
-        unstamp(&buf[..n])
-    }
-    fn recv_timeout(&mut self, buf: &mut [u8], d: Duration) -> Result<usize, RecvError> {
-        match self {
-            Rx::Spsc(r) => r.recv_timeout(buf, d),
-            Rx::Mpmc(r) => r.recv_timeout(buf, d),
-        }
-    }
-    fn read_timeout(&mut self, d: Duration) -> Result<Vec<u8>, RecvError> {
-        match self {
-            Rx::Spsc(r) => r.read_timeout(d).map(|m| m.to_vec()),
-            Rx::Mpmc(r) => r.read_timeout(d).map(|m| m.to_vec()),
-        }
-    }
-    fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
-        match self {
-            Rx::Spsc(r) => r.try_recv(buf),
-            Rx::Mpmc(r) => r.try_recv(buf),
-        }
-    }
-    fn is_peer_alive(&self) -> bool {
-        match self {
-            Rx::Spsc(r) => r.is_peer_alive(),
-            Rx::Mpmc(r) => r.is_peer_alive(),
-        }
-    }
+/// Receives one stamped message (blocking) and returns its number.
+fn recv_id(rx: &mut shmring::Consumer) -> u64 {
+    let mut buf = [0u8; 16];
+    let n = rx.recv(&mut buf).unwrap();
+    unstamp(&buf[..n])
 }
 
 const KINDS: [Kind; 2] = [Kind::Spsc, Kind::Mpmc];
@@ -148,11 +56,11 @@ fn blocking_recv_and_send_wake_across_processes() {
             let child_ring = ring.clone();
             let child = spawn(move || {
                 pause_ms(50); // let the parent fall asleep first
-                let mut tx = Tx::attach(&child_ring);
+                let mut tx = child_ring.producer().unwrap();
                 let ok = (0..2000u64).all(|i| tx.send(&stamp(i)).is_ok());
                 i32::from(!ok)
             });
-            let mut rx = Rx::attach(&ring);
+            let mut rx = ring.consumer().unwrap();
             let mut buf = [0u8; 16];
             for i in 0..2000 {
                 let n = rx.recv(&mut buf).unwrap();
@@ -171,18 +79,21 @@ fn timeouts_return_and_a_late_peer_is_not_a_disconnect() {
         for kind in KINDS {
             let ring = ring(kind, 2);
             // No producer has ever attached: waiting, not disconnected.
-            let mut rx = Rx::attach(&ring);
+            let mut rx = ring.consumer().unwrap();
             let mut buf = [0u8; 16];
             let short = Duration::from_millis(30);
             assert_eq!(rx.recv_timeout(&mut buf, short), Err(RecvError::Timeout));
-            assert_eq!(rx.read_timeout(short), Err(RecvError::Timeout));
+            assert_eq!(
+                rx.read_timeout(short).map(|m| m.to_vec()),
+                Err(RecvError::Timeout)
+            );
             assert_eq!(rx.try_recv(&mut buf), Err(TryRecvError::Empty));
-            let mut tx = Tx::attach(&ring);
+            let mut tx = ring.producer().unwrap();
             assert_eq!(rx.recv_timeout(&mut buf, short), Err(RecvError::Timeout));
             tx.send(&stamp(1)).unwrap();
             tx.send(&stamp(2)).unwrap();
             assert!(tx.send_timeout(&stamp(3), short).unwrap_err().is_timeout());
-            assert_eq!(tx.claim_timeout(short), Err(ClaimError::Timeout));
+            assert_eq!(tx.claim_timeout(short).map(drop), Err(ClaimError::Timeout));
             let n = rx.recv_timeout(&mut buf, short).unwrap();
             assert_eq!(unstamp(&buf[..n]), 1);
             assert_eq!(unstamp(&rx.read_timeout(short).unwrap()), 2);
@@ -200,20 +111,20 @@ fn clean_disconnect_drains_then_reports() {
     with_watchdog(LIMIT, || {
         for kind in KINDS {
             let ring = ring(kind, 8);
-            let mut tx = Tx::attach(&ring);
-            let mut rx = Rx::attach(&ring);
+            let mut tx = ring.producer().unwrap();
+            let mut rx = ring.consumer().unwrap();
             for i in 0..5 {
                 tx.send(&stamp(i)).unwrap();
             }
             drop(tx);
             let mut buf = [0u8; 16];
             for i in 0..5 {
-                assert_eq!(rx.recv_id(), i);
+                assert_eq!(recv_id(&mut rx), i);
             }
             assert_eq!(rx.try_recv(&mut buf), Err(TryRecvError::Disconnected));
             assert_eq!(rx.recv(&mut buf), Err(RecvError::Disconnected));
             // A new producer reconnects the ring.
-            let mut tx = Tx::attach(&ring);
+            let mut tx = ring.producer().unwrap();
             assert_eq!(rx.try_recv(&mut buf), Err(TryRecvError::Empty));
             // The consumer leaves: sends fill the ring, then report the disconnect.
             drop(rx);
@@ -224,7 +135,7 @@ fn clean_disconnect_drains_then_reports() {
             assert_eq!(sent, 8, "messages for a later consumer still fit");
             assert!(tx.try_send(&stamp(9)).unwrap_err().is_disconnected());
             assert!(tx.send(&stamp(9)).unwrap_err().is_disconnected());
-            assert_eq!(tx.try_claim(), Err(TryClaimError::Disconnected));
+            assert_eq!(tx.try_claim().map(drop), Err(TryClaimError::Disconnected));
         }
     });
 }
@@ -236,7 +147,7 @@ fn blocked_consumer_sees_its_killed_producer() {
             let ring = ring(kind, 4);
             let child_ring = ring.clone();
             let child = spawn(move || {
-                let mut tx = Tx::attach(&child_ring);
+                let mut tx = child_ring.producer().unwrap();
                 for i in 0..3 {
                     if tx.send(&stamp(i)).is_err() {
                         return 1;
@@ -244,10 +155,10 @@ fn blocked_consumer_sees_its_killed_producer() {
                 }
                 park_forever()
             });
-            let mut rx = Rx::attach(&ring);
+            let mut rx = ring.consumer().unwrap();
             let mut buf = [0u8; 16];
             for i in 0..3 {
-                assert_eq!(rx.recv_id(), i);
+                assert_eq!(recv_id(&mut rx), i);
             }
             assert!(rx.is_peer_alive());
             // Kill it while we are blocked.
@@ -270,10 +181,10 @@ fn blocked_producer_sees_its_killed_consumer() {
             let ring = ring(kind, 2);
             let child_ring = ring.clone();
             let child = spawn(move || {
-                let _rx = Rx::attach(&child_ring);
+                let _rx = child_ring.consumer().unwrap();
                 park_forever()
             });
-            let mut tx = Tx::attach(&ring);
+            let mut tx = ring.producer().unwrap();
             assert!(common::wait_until(LIMIT, || ring
                 .endpoints()
                 .iter()
@@ -305,8 +216,8 @@ fn blocking_across_threads_with_default_spinning() {
                 .heap()
                 .create()
                 .unwrap();
-            let mut tx = Tx::attach(&ring);
-            let mut rx = Rx::attach(&ring);
+            let mut tx = ring.producer().unwrap();
+            let mut rx = ring.consumer().unwrap();
             let producer = std::thread::spawn(move || {
                 for i in 0..50_000 {
                     tx.send(&stamp(i)).unwrap();
@@ -318,7 +229,7 @@ fn blocking_across_threads_with_default_spinning() {
             });
             let mut buf = [0u8; 16];
             for i in 0..50_000 {
-                assert_eq!(rx.recv_id(), i);
+                assert_eq!(recv_id(&mut rx), i);
             }
             assert_eq!(rx.recv(&mut buf), Err(RecvError::Disconnected));
             producer.join().unwrap();

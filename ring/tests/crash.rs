@@ -135,9 +135,6 @@ fn mpmc_producer_stopped_after_its_claim_is_never_robbed() {
     });
 }
 
-/// A blocking receive on either kind of consumer.
-type Recv = Box<dyn FnMut(&mut [u8]) -> Result<usize, RecvError>>;
-
 /// Kills a producer at a random point, `iterations` times; each time the consumer must get a
 /// gap-free prefix 0, 1, 2, … (MPMC: then at most one `Abandoned`, for the next cursor), and
 /// then `Disconnected`, never a hang. Returns how many messages crossed in all, and how many
@@ -182,16 +179,7 @@ fn random_kills(kind: Kind, iterations: u32) -> (u64, u32) {
             }
             1
         });
-        let mut rx: Recv = match kind {
-            Kind::Spsc => {
-                let mut r = ring.spsc_consumer().unwrap();
-                Box::new(move |b| r.recv(b))
-            }
-            _ => {
-                let mut r = ring.mpmc_consumer().unwrap();
-                Box::new(move |b| r.recv(b))
-            }
-        };
+        let mut rx = ring.consumer().unwrap();
         let mut buf = [0u8; 16];
         // A producer that never attached is "not arrived yet", not gone: wait for it to attach.
         assert!(wait_until(LIMIT, || ring
@@ -209,7 +197,7 @@ fn random_kills(kind: Kind, iterations: u32) -> (u64, u32) {
         let mut expect = 0u64;
         let mut abandoned = false;
         loop {
-            match rx(&mut buf) {
+            match rx.recv(&mut buf) {
                 Ok(n) => {
                     assert!(!abandoned, "a message after the abandoned one");
                     assert_eq!(unstamp(&buf[..n]), expect, "gap or duplicate");

@@ -49,31 +49,14 @@ fn cursors_wrap_past_u64_max() {
             }
             let (mut sent, mut got) = (0u64, 0u64);
             let mut buf = [0u8; 16];
-            match kind {
-                Kind::Spsc => {
-                    let (mut tx, mut rx) =
-                        (ring.spsc_producer().unwrap(), ring.spsc_consumer().unwrap());
-                    while got < 5 * cap {
-                        while sent < 5 * cap && tx.try_send(&stamp(sent)).is_ok() {
-                            sent += 1;
-                        }
-                        let n = rx.try_recv(&mut buf).unwrap();
-                        assert_eq!(unstamp(&buf[..n]), got, "{kind}");
-                        got += 1;
-                    }
+            let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+            while got < 5 * cap {
+                while sent < 5 * cap && tx.try_send(&stamp(sent)).is_ok() {
+                    sent += 1;
                 }
-                _ => {
-                    let (mut tx, mut rx) =
-                        (ring.mpmc_producer().unwrap(), ring.mpmc_consumer().unwrap());
-                    while got < 5 * cap {
-                        while sent < 5 * cap && tx.try_send(&stamp(sent)).is_ok() {
-                            sent += 1;
-                        }
-                        let n = rx.try_recv(&mut buf).unwrap();
-                        assert_eq!(unstamp(&buf[..n]), got, "{kind}");
-                        got += 1;
-                    }
-                }
+                let n = rx.try_recv(&mut buf).unwrap();
+                assert_eq!(unstamp(&buf[..n]), got, "{kind}");
+                got += 1;
             }
             assert!(ring.is_empty(), "{kind}");
             let s = ring.status();
@@ -168,45 +151,24 @@ fn random_writes_between_operations_never_panic_or_hang() {
                         };
                         poke(&unique, at, &value.to_le_bytes()[..width]);
                     };
-                    match kind {
-                        Kind::Spsc => {
-                            let mut tx = ring.spsc_producer().unwrap();
-                            let mut rx = ring.spsc_consumer().unwrap();
-                            for _ in 0..200 {
-                                poke_random(&mut rng);
-                                match rng.below(8) {
-                                    0 => drop(tx.try_send(&stamp(1))),
-                                    1 => drop(rx.try_recv(&mut buf)),
-                                    2 => drop(rx.try_read().map(|m| m.len())),
-                                    3 => drop(tx.try_claim().map(|s| s.commit(3))),
-                                    4 => drop(rx.recv_timeout(&mut buf, Duration::from_millis(3))),
-                                    5 => drop(tx.send_timeout(&stamp(2), Duration::from_millis(3))),
-                                    6 => drop(rx.try_recv_batch(8, |_| {})),
-                                    _ => drop(tx.try_send_batch(&[stamp(3), stamp(4)])),
-                                }
-                                let _ = (ring.len(), ring.status(), ring.check(), tx.len());
-                                ops += 1;
-                            }
+                    let mut tx = ring.producer().unwrap();
+                    let mut rx = ring.consumer().unwrap();
+                    for _ in 0..200 {
+                        poke_random(&mut rng);
+                        match rng.below(10) {
+                            0 => drop(tx.try_send(&stamp(1))),
+                            1 => drop(rx.try_recv(&mut buf)),
+                            2 => drop(rx.try_read().map(|m| m.len())),
+                            3 => drop(tx.try_claim().map(|s| s.commit(3))),
+                            4 => drop(rx.recv_timeout(&mut buf, Duration::from_millis(3))),
+                            5 => drop(tx.send_timeout(&stamp(2), Duration::from_millis(3))),
+                            6 => drop(rx.try_recv_batch(8, |_| {})),
+                            7 => drop(tx.try_send_batch(&[stamp(3), stamp(4)])),
+                            8 => drop(rx.try_recv_value::<u64>()),
+                            _ => drop(tx.try_send_value(7u64)),
                         }
-                        _ => {
-                            let mut tx = ring.mpmc_producer().unwrap();
-                            let mut rx = ring.mpmc_consumer().unwrap();
-                            for _ in 0..200 {
-                                poke_random(&mut rng);
-                                match rng.below(8) {
-                                    0 => drop(tx.try_send(&stamp(1))),
-                                    1 => drop(rx.try_recv(&mut buf)),
-                                    2 => drop(rx.try_read().map(|m| m.len())),
-                                    3 => drop(tx.try_claim().map(|s| s.commit(3))),
-                                    4 => drop(rx.recv_timeout(&mut buf, Duration::from_millis(3))),
-                                    5 => drop(tx.send_timeout(&stamp(2), Duration::from_millis(3))),
-                                    6 => drop(rx.try_recv_value::<u64>()),
-                                    _ => drop(tx.try_send_value(7u64)),
-                                }
-                                let _ = (ring.len(), ring.status(), ring.check());
-                                ops += 1;
-                            }
-                        }
+                        let _ = (ring.len(), ring.status(), ring.check(), tx.len(), rx.len());
+                        ops += 1;
                     }
                     // And attaching to whatever is left is refused or succeeds, never worse.
                     let _ = (ring.spsc_producer(), ring.mpmc_consumer());

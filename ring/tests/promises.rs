@@ -187,25 +187,13 @@ fn short_timeouts_see_a_dead_producer() {
                 .unwrap();
             let flags = Flags::new();
             let child = spawn(|| {
-                let _tx: Box<dyn std::any::Any> = match ring.kind() {
-                    Kind::Spsc => Box::new(ring.spsc_producer().unwrap()),
-                    _ => Box::new(ring.mpmc_producer().unwrap()),
-                };
+                let _tx = ring.producer().unwrap();
                 flags.set(0, 1);
                 park_forever()
             });
             assert!(wait_until(LIMIT, || flags.get(0) == 1));
-            type Recv = Box<dyn FnMut(&mut [u8]) -> Result<usize, RecvError>>;
-            let mut recv: Recv = match kind {
-                Kind::Spsc => {
-                    let mut rx = ring.spsc_consumer().unwrap();
-                    Box::new(move |b| rx.recv_timeout(b, Duration::from_millis(10)))
-                }
-                _ => {
-                    let mut rx = ring.mpmc_consumer().unwrap();
-                    Box::new(move |b| rx.recv_timeout(b, Duration::from_millis(10)))
-                }
-            };
+            let mut rx = ring.consumer().unwrap();
+            let mut recv = |b: &mut [u8]| rx.recv_timeout(b, Duration::from_millis(10));
             let mut buf = [0u8; 16];
             assert_eq!(recv(&mut buf), Err(RecvError::Timeout));
             kill(child);
@@ -243,25 +231,13 @@ fn short_timeouts_see_a_dead_consumer() {
                 .unwrap();
             let flags = Flags::new();
             let child = spawn(|| {
-                let _rx: Box<dyn std::any::Any> = match ring.kind() {
-                    Kind::Spsc => Box::new(ring.spsc_consumer().unwrap()),
-                    _ => Box::new(ring.mpmc_consumer().unwrap()),
-                };
+                let _rx = ring.consumer().unwrap();
                 flags.set(0, 1);
                 park_forever()
             });
             assert!(wait_until(LIMIT, || flags.get(0) == 1));
-            type Send = Box<dyn FnMut(&[u8]) -> Result<(), SendError<()>>>;
-            let mut send: Send = match kind {
-                Kind::Spsc => {
-                    let mut tx = ring.spsc_producer().unwrap();
-                    Box::new(move |m| tx.send_timeout(m, Duration::from_millis(10)).map_err(strip))
-                }
-                _ => {
-                    let mut tx = ring.mpmc_producer().unwrap();
-                    Box::new(move |m| tx.send_timeout(m, Duration::from_millis(10)).map_err(strip))
-                }
-            };
+            let mut tx = ring.producer().unwrap();
+            let mut send = |m: &[u8]| tx.send_timeout(m, Duration::from_millis(10)).map_err(strip);
             send(b"a").unwrap();
             send(b"b").unwrap();
             assert_eq!(send(b"c"), Err(SendError::Timeout(())));

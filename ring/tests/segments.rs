@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::{Unique, with_watchdog};
 use shmring::{
-    AttachError, Backing, Cleanup, ConfigError, Corruption, OpenError, Ring, Role, TryRecvError,
-    TrySendError,
+    AttachError, Backing, Cleanup, ConfigError, Corruption, CreateError, OpenError, RemoveError,
+    Ring, Role, TryRecvError, TrySendError,
 };
 
 const SHORT: Duration = Duration::from_millis(50);
@@ -45,7 +45,7 @@ fn posix_create_open_send_receive() {
 fn create_is_exclusive_and_open_needs_a_segment() {
     let u = Unique::posix("excl");
     let _a = spsc(&u).create().unwrap();
-    assert!(matches!(spsc(&u).create(), Err(OpenError::AlreadyExists)));
+    assert!(matches!(spsc(&u).create(), Err(CreateError::AlreadyExists)));
     let missing = Unique::posix("missing");
     assert!(matches!(missing.builder().open(), Err(OpenError::NotFound)));
     let missing = Unique::sysv();
@@ -85,7 +85,7 @@ fn the_creator_removes_the_name_unless_cleanup_is_manual() {
     assert!(matches!(v.builder().open(), Err(OpenError::NotFound)));
     assert!(matches!(
         shmring::remove(&v.backing),
-        Err(OpenError::NotFound)
+        Err(RemoveError::NotFound)
     ));
 }
 
@@ -155,7 +155,7 @@ fn anonymous_and_heap_rings_cannot_be_opened_by_name() {
 fn bad_configurations_are_refused_with_their_own_error() {
     let b = || Ring::builder().heap();
     let err = |b: shmring::RingBuilder| match b.create() {
-        Err(OpenError::Config(e)) => e,
+        Err(CreateError::Config(e)) => e,
         other => panic!("expected a config error, got {other:?}"),
     };
     assert_eq!(
@@ -563,10 +563,6 @@ fn shrink(u: &Unique, len: u64) {
         .unwrap();
 }
 
-/// Either kind's non-blocking send (errors as text) and receive.
-type SendFn = Box<dyn FnMut(&[u8]) -> Result<(), String>>;
-type RecvFn = Box<dyn FnMut(&mut [u8]) -> Result<usize, TryRecvError>>;
-
 #[test]
 fn a_segment_shrunk_after_attach_is_reported_not_fatal() {
     with_watchdog(Duration::from_secs(60), || {
@@ -585,24 +581,9 @@ fn a_segment_shrunk_after_attach_is_reported_not_fatal() {
                 .create()
                 .unwrap();
             let shrunk = Err(TryRecvError::Corrupt(Corruption::Shrunk));
-            let (mut send, mut recv): (SendFn, RecvFn) = match kind {
-                shmring::Kind::Spsc => {
-                    let (mut tx, mut rx) =
-                        (ring.spsc_producer().unwrap(), ring.spsc_consumer().unwrap());
-                    (
-                        Box::new(move |m| tx.try_send(m).map_err(|e| e.to_string())),
-                        Box::new(move |b| rx.try_recv(b)),
-                    )
-                }
-                _ => {
-                    let (mut tx, mut rx) =
-                        (ring.mpmc_producer().unwrap(), ring.mpmc_consumer().unwrap());
-                    (
-                        Box::new(move |m| tx.try_send(m).map_err(|e| e.to_string())),
-                        Box::new(move |b| rx.try_recv(b)),
-                    )
-                }
-            };
+            let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+            let mut send = |m: &[u8]| tx.try_send(m).map_err(|e| e.to_string());
+            let mut recv = |b: &mut [u8]| rx.try_recv(b);
             send(b"before").unwrap();
             shrink(&u, shrink_to);
             // The message in the ring went with the truncated pages: the consumer is told.

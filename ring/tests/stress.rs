@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{Unique, reap, spawn};
-use shmring::{Kind, Ring, TryRecvError};
+use shmring::{Ring, TryRecvError};
 
 const HEADER: usize = 24;
 const DEADLINE: Duration = Duration::from_secs(240);
@@ -143,23 +143,9 @@ fn verify(m: &[u8], producers: u32, per: u64) -> Result<(u32, u64), (u64, u64, u
     Ok((p, seq))
 }
 
-enum Tx {
-    Spsc(shmring::spsc::Producer),
-    Mpmc(shmring::mpmc::Producer),
-}
-
-enum Rx {
-    Spsc(shmring::spsc::Consumer),
-    Mpmc(shmring::mpmc::Consumer),
-}
-
 /// A producer child: half its messages by copy, half written in place.
 fn produce(ring: &Ring, area: &Area, p: u32, per: u64) -> i32 {
-    let tx = match ring.kind() {
-        Kind::Spsc => ring.spsc_producer().map(Tx::Spsc),
-        Kind::Mpmc => ring.mpmc_producer().map(Tx::Mpmc),
-    };
-    let Ok(mut tx) = tx else {
+    let Ok(mut tx) = ring.producer() else {
         return area.fail(E_ATTACH, u64::from(p), 0, 0);
     };
     let slot = ring.slot_size();
@@ -170,23 +156,14 @@ fn produce(ring: &Ring, area: &Area, p: u32, per: u64) -> i32 {
         let mut spins = 0u32;
         loop {
             let sent = if seq.is_multiple_of(2) {
-                match &mut tx {
-                    Tx::Spsc(t) => t.try_send(&buf[..len]).map_err(|e| e.would_block()),
-                    Tx::Mpmc(t) => t.try_send(&buf[..len]).map_err(|e| e.would_block()),
-                }
+                tx.try_send(&buf[..len]).map_err(|e| e.would_block())
             } else {
-                let commit = |s: &mut [u8]| s[..len].copy_from_slice(&buf[..len]);
-                match &mut tx {
-                    Tx::Spsc(t) => t.try_claim().map(|mut s| {
-                        commit(&mut s);
+                tx.try_claim()
+                    .map(|mut s| {
+                        s[..len].copy_from_slice(&buf[..len]);
                         let _ = s.commit(len);
-                    }),
-                    Tx::Mpmc(t) => t.try_claim().map(|mut s| {
-                        commit(&mut s);
-                        let _ = s.commit(len);
-                    }),
-                }
-                .map_err(|e| e.would_block())
+                    })
+                    .map_err(|e| e.would_block())
             };
             match sent {
                 Ok(()) => break,
@@ -204,11 +181,7 @@ fn produce(ring: &Ring, area: &Area, p: u32, per: u64) -> i32 {
 /// A consumer child: alternates copy and in-place reads until every message is consumed.
 fn consume(ring: &Ring, area: &Area, producers: u32, per: u64) -> i32 {
     let total = u64::from(producers) * per;
-    let rx = match ring.kind() {
-        Kind::Spsc => ring.spsc_consumer().map(Rx::Spsc),
-        Kind::Mpmc => ring.mpmc_consumer().map(Rx::Mpmc),
-    };
-    let Ok(mut rx) = rx else {
+    let Ok(mut rx) = ring.consumer() else {
         return area.fail(E_ATTACH, 0, 0, 0);
     };
     let mut last = [u64::MAX; 8];
@@ -237,19 +210,10 @@ fn consume(ring: &Ring, area: &Area, producers: u32, per: u64) -> i32 {
         };
         n += 1;
         let got = if n.is_multiple_of(2) {
-            match &mut rx {
-                Rx::Spsc(r) => r
-                    .try_recv(&mut buf)
-                    .map(|len| check(&buf[..len], &mut last)),
-                Rx::Mpmc(r) => r
-                    .try_recv(&mut buf)
-                    .map(|len| check(&buf[..len], &mut last)),
-            }
+            rx.try_recv(&mut buf)
+                .map(|len| check(&buf[..len], &mut last))
         } else {
-            match &mut rx {
-                Rx::Spsc(r) => r.try_read().map(|m| check(&m, &mut last)),
-                Rx::Mpmc(r) => r.try_read().map(|m| check(&m, &mut last)),
-            }
+            rx.try_read().map(|m| check(&m, &mut last))
         };
         match got {
             Ok(Ok(())) => spins = 0,

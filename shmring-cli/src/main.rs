@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use shmring::{Backing, Cleanup, Kind, OpenError, RecvError, Ring, SysvKey, TryRecvError};
+use shmring::{Backing, Cleanup, CreateError, Kind, RecvError, Ring, SysvKey, TryRecvError};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -197,7 +197,7 @@ impl Failure {
         }
     }
 
-    fn open(what: &Backing, e: OpenError) -> Failure {
+    fn open(what: &Backing, e: impl std::fmt::Display) -> Failure {
         Failure::usage(format!("{}: {e}", show::backing(what)))
     }
 }
@@ -304,7 +304,7 @@ fn run(command: Command) -> Result<u8, Failure> {
                 .cleanup(Cleanup::Manual)
                 .create()
                 .map_err(|e| match e {
-                    OpenError::Config(c) => Failure::usage(c.to_string()),
+                    CreateError::Config(c) => Failure::usage(c.to_string()),
                     e => Failure::failed(format!("{}: {e}", show::backing(&backing))),
                 })?;
             println!(
@@ -337,18 +337,10 @@ fn run(command: Command) -> Result<u8, Failure> {
     }
 }
 
-/// The producer or consumer of either kind.
-enum Tx {
-    Spsc(shmring::spsc::Producer),
-    Mpmc(shmring::mpmc::Producer),
-}
-
 fn send(ring: &Ring, raw: bool, timeout: Option<Duration>) -> Result<u8, Failure> {
-    let attach = |e: shmring::AttachError| Failure::failed(e.to_string());
-    let mut tx = match ring.kind() {
-        Kind::Spsc => Tx::Spsc(ring.spsc_producer().map_err(attach)?),
-        _ => Tx::Mpmc(ring.mpmc_producer().map_err(attach)?),
-    };
+    let mut tx = ring
+        .producer()
+        .map_err(|e| Failure::failed(e.to_string()))?;
     let max = ring.slot_size();
     let mut input = io::stdin().lock();
     let mut msg = Vec::new();
@@ -370,11 +362,9 @@ fn send(ring: &Ring, raw: bool, timeout: Option<Duration>) -> Result<u8, Failure
             return Ok(0);
         }
         let what = if raw { "record" } else { "line" };
-        let sent = match (&mut tx, timeout) {
-            (Tx::Spsc(t), None) => t.send(&msg).map_err(|e| e.to_string()),
-            (Tx::Spsc(t), Some(d)) => t.send_timeout(&msg, d).map_err(|e| e.to_string()),
-            (Tx::Mpmc(t), None) => t.send(&msg).map_err(|e| e.to_string()),
-            (Tx::Mpmc(t), Some(d)) => t.send_timeout(&msg, d).map_err(|e| e.to_string()),
+        let sent = match timeout {
+            None => tx.send(&msg),
+            Some(d) => tx.send_timeout(&msg, d),
         };
         sent.map_err(|e| Failure::failed(format!("{what} {n} ({} bytes): {e}", msg.len())))?;
     }
@@ -400,41 +390,28 @@ fn read_frame(input: &mut impl Read, msg: &mut Vec<u8>, max: usize) -> io::Resul
     Ok(true)
 }
 
-enum Rx {
-    Spsc(shmring::spsc::Consumer),
-    Mpmc(shmring::mpmc::Consumer),
-}
-
 fn recv(
     ring: &Ring,
     raw: bool,
     count: Option<u64>,
     timeout: Option<Duration>,
 ) -> Result<u8, Failure> {
-    let attach = |e: shmring::AttachError| Failure::failed(e.to_string());
-    let mut rx = match ring.kind() {
-        Kind::Spsc => Rx::Spsc(ring.spsc_consumer().map_err(attach)?),
-        _ => Rx::Mpmc(ring.mpmc_consumer().map_err(attach)?),
-    };
+    let mut rx = ring
+        .consumer()
+        .map_err(|e| Failure::failed(e.to_string()))?;
     let mut out = BufWriter::new(io::stdout().lock());
     let mut buf = vec![0u8; ring.slot_size()];
     let mut received = 0u64;
     let mut lost = 0u64;
     while count.is_none_or(|c| received < c) {
         // Drain without blocking; flush before every wait, so a pipeline sees each burst.
-        let quick = match &mut rx {
-            Rx::Spsc(r) => r.try_recv(&mut buf),
-            Rx::Mpmc(r) => r.try_recv(&mut buf),
-        };
-        let n = match quick {
+        let n = match rx.try_recv(&mut buf) {
             Ok(n) => n,
             Err(TryRecvError::Empty | TryRecvError::Pending) => {
                 out.flush().map_err(write_failed)?;
-                let r = match (&mut rx, timeout) {
-                    (Rx::Spsc(r), None) => r.recv(&mut buf),
-                    (Rx::Spsc(r), Some(d)) => r.recv_timeout(&mut buf, d),
-                    (Rx::Mpmc(r), None) => r.recv(&mut buf),
-                    (Rx::Mpmc(r), Some(d)) => r.recv_timeout(&mut buf, d),
+                let r = match timeout {
+                    None => rx.recv(&mut buf),
+                    Some(d) => rx.recv_timeout(&mut buf, d),
                 };
                 match r {
                     Ok(n) => n,

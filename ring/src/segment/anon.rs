@@ -6,14 +6,14 @@ use core::num::NonZeroUsize;
 use nix::sys::mman::{self, MapFlags, ProtFlags};
 
 use super::{Kind, MapOptions, Segment};
-use crate::error::{ConfigError, OpenError};
+use crate::error::{ConfigError, CreateError, OsError};
 
 /// Huge pages are 2 MiB on x86_64 and (with 4 KiB base pages) aarch64; a `MAP_HUGETLB` mapping
 /// must be a multiple of that.
 const HUGE_PAGE: usize = 2 << 20;
 
 /// Maps `len` zero bytes shared with future children.
-pub(crate) fn create(len: usize, opts: &MapOptions) -> Result<Segment, OpenError> {
+pub(crate) fn create(len: usize, opts: &MapOptions) -> Result<Segment, CreateError> {
     let mut flags = MapFlags::MAP_SHARED;
     let mut map_len = len;
     if opts.populate {
@@ -27,7 +27,7 @@ pub(crate) fn create(len: usize, opts: &MapOptions) -> Result<Segment, OpenError
     let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
     // SAFETY: a fresh anonymous mapping at an address of the kernel's choosing aliases nothing.
     let ptr = unsafe { mman::mmap_anonymous(None, nz, prot, flags) }
-        .map_err(|e| OpenError::from_errno("mmap", e))?;
+        .map_err(|e| OsError::new("mmap", e))?;
     Ok(Segment {
         base: ptr.cast(),
         len: map_len,

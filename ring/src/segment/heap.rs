@@ -5,20 +5,20 @@ use core::ptr::NonNull;
 use std::alloc::{self, Layout};
 
 use super::{Kind, Segment};
-use crate::error::{ConfigError, OpenError};
+use crate::error::{ConfigError, CreateError};
 
 const PAGE: usize = 4096;
 
 /// Allocates `len` zero bytes, page-aligned.
-pub(crate) fn create(len: usize) -> Result<Segment, OpenError> {
+pub(crate) fn create(len: usize) -> Result<Segment, CreateError> {
     let layout = Layout::from_size_align(len.max(1), PAGE).map_err(|_| {
-        OpenError::Config(ConfigError::Unsupported(
+        CreateError::Config(ConfigError::Unsupported(
             "a heap segment larger than isize::MAX",
         ))
     })?;
     // SAFETY: the layout has a non-zero size.
     let ptr = unsafe { alloc::alloc_zeroed(layout) };
-    let base = NonNull::new(ptr).ok_or_else(|| OpenError::Io {
+    let base = NonNull::new(ptr).ok_or_else(|| CreateError::Io {
         op: "alloc_zeroed",
         source: std::io::Error::from(std::io::ErrorKind::OutOfMemory),
     })?;

@@ -24,7 +24,7 @@ pub(crate) mod sysv;
 use core::ptr::NonNull;
 use std::path::PathBuf;
 
-use crate::error::OpenError;
+use crate::error::{ConfigError, OsError, RemoveError};
 
 /// Which memory a ring lives in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,13 +97,13 @@ pub(crate) enum Exact {
 impl Exact {
     /// Removes this segment's name or key if it still names this segment. Returns whether it
     /// did (`false`: someone removed it, and maybe gave the name to another segment, already).
-    pub(crate) fn remove(&self) -> Result<bool, OpenError> {
+    pub(crate) fn remove(&self) -> Result<bool, RemoveError> {
         match self {
             Exact::Posix { name, id } => posix::unlink_if_same(name, *id),
             Exact::SysV { id } => match sysv::shmctl_rmid(*id) {
                 Ok(()) => Ok(true),
                 Err(nix::errno::Errno::EINVAL | nix::errno::Errno::EIDRM) => Ok(false),
-                Err(e) => Err(OpenError::from_errno("shmctl", e)),
+                Err(e) => Err(OsError::new("shmctl", e).into()),
             },
         }
     }
@@ -151,8 +151,7 @@ impl Segment {
 
     /// Makes this process remove the segment's name or key when the handle drops.
     pub(crate) fn remove_on_drop(&mut self) {
-        // SAFETY: getpid has no preconditions.
-        self.remove_by = Some(unsafe { libc::getpid() } as u32);
+        self.remove_by = Some(crate::os::getpid());
     }
 
     /// This named segment, exactly (`None` for anonymous and heap memory).
@@ -191,8 +190,7 @@ impl Segment {
     }
 
     fn should_remove(&self) -> bool {
-        // SAFETY: getpid has no preconditions.
-        self.remove_by == Some(unsafe { libc::getpid() } as u32)
+        self.remove_by == Some(crate::os::getpid())
     }
 }
 
@@ -245,33 +243,31 @@ impl Resident {
 /// Removes a named segment: `shm_unlink` for POSIX, `shmctl(IPC_RMID)` for SysV.
 ///
 /// Processes that have the segment mapped keep using it (see the module docs for how POSIX and
-/// SysV differ); new opens fail with [`OpenError::NotFound`].
+/// SysV differ); new opens fail with [`OpenError::NotFound`](crate::OpenError::NotFound).
 ///
 /// # Errors
-/// [`OpenError::NotFound`] if there is no such segment, [`OpenError::PermissionDenied`] if it
-/// belongs to someone else, [`OpenError::Config`] for a bad name or for a backing that has no
-/// name (anonymous, heap).
+/// [`RemoveError::NotFound`] if there is no such segment, [`RemoveError::PermissionDenied`] if
+/// it belongs to someone else, [`RemoveError::Config`] for a bad name or for a backing that has
+/// no name (anonymous, heap).
 ///
 /// # Examples
 /// ```
 /// let err = shmring::remove(&shmring::Backing::Posix("/shmring-doc-no-such".into()));
-/// assert!(matches!(err, Err(shmring::OpenError::NotFound)));
+/// assert!(matches!(err, Err(shmring::RemoveError::NotFound)));
 /// ```
-pub fn remove(backing: &Backing) -> Result<(), OpenError> {
+pub fn remove(backing: &Backing) -> Result<(), RemoveError> {
     match backing {
         Backing::Posix(name) => {
             let name = posix::normalize_name(name)?;
-            posix::shm_unlink(&name).map_err(|e| OpenError::from_errno("shm_unlink", e))
+            Ok(posix::shm_unlink(&name).map_err(|e| OsError::new("shm_unlink", e))?)
         }
         Backing::SysV(key) => {
-            let key = sysv::ftok_key(key)?;
-            let id = sysv::shmget(key, 0, 0).map_err(|e| OpenError::from_errno("shmget", e))?;
-            sysv::shmctl_rmid(id).map_err(|e| OpenError::from_errno("shmctl", e))
+            let key = sysv::ftok_key::<RemoveError>(key)?;
+            let id = sysv::shmget(key, 0, 0).map_err(|e| OsError::new("shmget", e))?;
+            Ok(sysv::shmctl_rmid(id).map_err(|e| OsError::new("shmctl", e))?)
         }
-        Backing::Anonymous | Backing::Heap => {
-            Err(OpenError::Config(crate::error::ConfigError::Unsupported(
-                "anonymous and heap segments have no name to remove",
-            )))
-        }
+        Backing::Anonymous | Backing::Heap => Err(RemoveError::Config(ConfigError::Unsupported(
+            "anonymous and heap segments have no name to remove",
+        ))),
     }
 }

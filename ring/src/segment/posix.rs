@@ -16,7 +16,7 @@ use nix::sys::mman::{self, MapFlags, ProtFlags};
 use nix::sys::stat::{self, Mode};
 
 use super::{Kind, MapOptions, ObjectId, Segment};
-use crate::error::{ConfigError, OpenError};
+use crate::error::{ConfigError, CreateError, OpenError, OsError, RemoveError};
 
 /// Longest POSIX shared-memory name Linux accepts (`NAME_MAX`, without the leading slash).
 const NAME_MAX: usize = 255;
@@ -70,26 +70,20 @@ fn map_flags(opts: &MapOptions) -> MapFlags {
 }
 
 /// `mmap(2)` of the whole object, shared, read-write.
-fn mmap(fd: impl AsFd, len: usize, opts: &MapOptions) -> Result<NonNull<u8>, OpenError> {
-    let len = NonZeroUsize::new(len).ok_or(OpenError::Io {
-        op: "mmap",
-        source: std::io::Error::from_raw_os_error(Errno::EINVAL as i32),
-    })?;
+fn mmap(fd: impl AsFd, len: usize, opts: &MapOptions) -> Result<NonNull<u8>, OsError> {
+    let len = NonZeroUsize::new(len).ok_or(OsError::new("mmap", Errno::EINVAL))?;
     let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
     // SAFETY: a fresh mapping at an address of the kernel's choosing aliases no Rust object.
     let ptr = unsafe { mman::mmap(None, len, prot, map_flags(opts), fd, 0) }
-        .map_err(|e| OpenError::from_errno("mmap", e))?;
+        .map_err(|e| OsError::new("mmap", e))?;
     Ok(ptr.cast())
 }
 
-/// `fstat(2)`: the object's size and identity.
-fn object_stat(fd: impl AsFd) -> Result<(usize, ObjectId), OpenError> {
-    let st = stat::fstat(fd).map_err(|e| OpenError::from_errno("fstat", e))?;
-    let len = usize::try_from(st.st_size).map_err(|_| OpenError::CorruptHeader {
-        field: "segment size",
-        found: st.st_size as u64,
-        reason: "negative or larger than the address space",
-    })?;
+/// `fstat(2)`: the object's size and identity. (A size that does not fit the address space
+/// is `EOVERFLOW`, as `mmap` would say.)
+fn object_stat(fd: impl AsFd) -> Result<(usize, ObjectId), OsError> {
+    let st = stat::fstat(fd).map_err(|e| OsError::new("fstat", e))?;
+    let len = usize::try_from(st.st_size).map_err(|_| OsError::new("fstat", Errno::EOVERFLOW))?;
     Ok((len, id_of(&st)))
 }
 
@@ -107,7 +101,7 @@ pub(crate) fn create(
     len: usize,
     prefix: &[u8],
     opts: &MapOptions,
-) -> Result<Segment, OpenError> {
+) -> Result<Segment, CreateError> {
     if opts.huge_pages {
         return Err(ConfigError::Unsupported(
             "huge pages with POSIX segments (they live on tmpfs); use SysV or anonymous",
@@ -116,7 +110,7 @@ pub(crate) fn create(
     }
     let mode = Mode::from_bits_truncate(opts.mode);
     let fd = mman::shm_open(name, OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR, mode)
-        .map_err(|e| OpenError::from_errno("shm_open", e))?;
+        .map_err(|e| OsError::new("shm_open", e))?;
     let built = size_and_map(&fd, len, prefix, opts);
     if built.is_err() {
         // Leave nothing half-made behind.
@@ -140,28 +134,24 @@ fn size_and_map(
     len: usize,
     prefix: &[u8],
     opts: &MapOptions,
-) -> Result<(NonNull<u8>, ObjectId), OpenError> {
+) -> Result<(NonNull<u8>, ObjectId), OsError> {
     // shm_open's mode is filtered through the umask; fchmod sets exactly what was asked.
-    stat::fchmod(fd, Mode::from_bits_truncate(opts.mode))
-        .map_err(|e| OpenError::from_errno("fchmod", e))?;
+    stat::fchmod(fd, Mode::from_bits_truncate(opts.mode)).map_err(|e| OsError::new("fchmod", e))?;
     pwrite_all(fd, prefix)?;
-    let size = i64::try_from(len).map_err(|_| OpenError::Io {
-        op: "ftruncate",
-        source: std::io::Error::from_raw_os_error(Errno::EFBIG as i32),
-    })?;
-    nix::unistd::ftruncate(fd, size).map_err(|e| OpenError::from_errno("ftruncate", e))?;
+    let size = i64::try_from(len).map_err(|_| OsError::new("ftruncate", Errno::EFBIG))?;
+    nix::unistd::ftruncate(fd, size).map_err(|e| OsError::new("ftruncate", e))?;
     let (_, id) = object_stat(fd)?;
     Ok((mmap(fd, len, opts)?, id))
 }
 
 /// `pwrite(2)` of all of `bytes` at offset 0.
-fn pwrite_all(fd: &OwnedFd, bytes: &[u8]) -> Result<(), OpenError> {
+fn pwrite_all(fd: &OwnedFd, bytes: &[u8]) -> Result<(), OsError> {
     let mut done = 0;
     while done < bytes.len() {
         match nix::sys::uio::pwrite(fd, &bytes[done..], done as i64) {
             Ok(n) => done += n,
             Err(Errno::EINTR) => {}
-            Err(e) => return Err(OpenError::from_errno("pwrite", e)),
+            Err(e) => return Err(OsError::new("pwrite", e)),
         }
     }
     Ok(())
@@ -177,7 +167,7 @@ pub(crate) fn open(
     timeout: Duration,
 ) -> Result<Segment, OpenError> {
     let fd = mman::shm_open(name, OFlag::O_RDWR, Mode::empty())
-        .map_err(|e| OpenError::from_errno("shm_open", e))?;
+        .map_err(|e| OsError::new("shm_open", e))?;
     let (len, id) = loop {
         let (len, id) = object_stat(&fd)?;
         if len >= min_len {
@@ -217,15 +207,15 @@ fn current_id(name: &str) -> nix::Result<ObjectId> {
 /// reused before the comparison. A window remains between the comparison and the unlink, as
 /// `shm_unlink` takes a name: a process that removes and re-creates the name inside those
 /// microseconds loses its new object (`docs/safety.md`).
-pub(crate) fn unlink_if_same(name: &str, id: ObjectId) -> Result<bool, OpenError> {
+pub(crate) fn unlink_if_same(name: &str, id: ObjectId) -> Result<bool, RemoveError> {
     match current_id(name) {
         Ok(now) if now == id => {
-            shm_unlink(name).map_err(|e| OpenError::from_errno("shm_unlink", e))?;
+            shm_unlink(name).map_err(|e| OsError::new("shm_unlink", e))?;
             Ok(true)
         }
         Ok(_) => Ok(false),
         Err(Errno::ENOENT) => Ok(false),
-        Err(e) => Err(OpenError::from_errno("shm_open", e)),
+        Err(e) => Err(OsError::new("shm_open", e).into()),
     }
 }
 
@@ -235,7 +225,7 @@ pub(crate) fn peek<const N: usize>(
     name: &str,
 ) -> Result<([u8; N], usize, u64, ObjectId), OpenError> {
     let fd = mman::shm_open(name, OFlag::O_RDONLY, Mode::empty())
-        .map_err(|e| OpenError::from_errno("shm_open", e))?;
+        .map_err(|e| OsError::new("shm_open", e))?;
     let (size, id) = object_stat(&fd)?;
     let mut bytes = [0u8; N];
     let mut got = 0;
@@ -244,7 +234,7 @@ pub(crate) fn peek<const N: usize>(
             Ok(0) => break,
             Ok(n) => got += n,
             Err(Errno::EINTR) => {}
-            Err(e) => return Err(OpenError::from_errno("pread", e)),
+            Err(e) => return Err(OsError::new("pread", e).into()),
         }
     }
     Ok((bytes, got, size as u64, id))

@@ -13,10 +13,13 @@ use std::os::unix::ffi::OsStrExt;
 use nix::errno::Errno;
 
 use super::{Kind, MapOptions, Segment, SysvKey};
-use crate::error::{ConfigError, OpenError};
+use crate::error::{ConfigError, CreateError, OpenError, OsError};
 
-/// Resolves a key: explicit, or `ftok(3)` of a path and project id.
-pub(crate) fn ftok_key(key: &SysvKey) -> Result<libc::key_t, OpenError> {
+/// Resolves a key: explicit, or `ftok(3)` of a path and project id. Generic over the error of
+/// the operation asking (create, open, remove).
+pub(crate) fn ftok_key<E: From<ConfigError> + From<OsError>>(
+    key: &SysvKey,
+) -> Result<libc::key_t, E> {
     match key {
         SysvKey::Key(0) => Err(ConfigError::InvalidName {
             name: "0".into(),
@@ -41,7 +44,7 @@ pub(crate) fn ftok_key(key: &SysvKey) -> Result<libc::key_t, OpenError> {
             // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
             let k = unsafe { libc::ftok(c.as_ptr(), libc::c_int::from(*proj_id)) };
             if k == -1 {
-                return Err(OpenError::from_errno("ftok", Errno::last()));
+                return Err(OsError::new("ftok", Errno::last()).into());
             }
             Ok(k)
         }
@@ -61,23 +64,23 @@ pub(crate) fn shmctl_rmid(id: i32) -> nix::Result<()> {
 }
 
 /// `shmctl(2)` with `IPC_STAT`: the segment's real size, which the header must not exceed.
-fn segment_size(id: i32) -> Result<usize, OpenError> {
+fn segment_size(id: i32) -> Result<usize, OsError> {
     let mut ds = core::mem::MaybeUninit::<libc::shmid_ds>::zeroed();
     // SAFETY: `ds` is a writable shmid_ds for IPC_STAT to fill.
     Errno::result(unsafe { libc::shmctl(id, libc::IPC_STAT, ds.as_mut_ptr()) })
-        .map_err(|e| OpenError::from_errno("shmctl", e))?;
+        .map_err(|e| OsError::new("shmctl", e))?;
     // SAFETY: IPC_STAT succeeded and filled the struct (it was zeroed before, too).
     Ok(unsafe { ds.assume_init() }.shm_segsz)
 }
 
 /// `shmat(2)` at an address of the kernel's choosing, read-write.
-fn shmat(id: i32) -> Result<NonNull<u8>, OpenError> {
+fn shmat(id: i32) -> Result<NonNull<u8>, OsError> {
     // SAFETY: a null address lets the kernel choose a fresh range that aliases nothing.
     let p = unsafe { libc::shmat(id, core::ptr::null(), 0) };
     if p as isize == -1 {
-        return Err(OpenError::from_errno("shmat", Errno::last()));
+        return Err(OsError::new("shmat", Errno::last()));
     }
-    NonNull::new(p.cast()).ok_or(OpenError::Io {
+    NonNull::new(p.cast()).ok_or(OsError {
         op: "shmat",
         source: std::io::Error::other("returned a null address"),
     })
@@ -97,12 +100,12 @@ pub(crate) fn create(
     key: libc::key_t,
     len: usize,
     opts: &MapOptions,
-) -> Result<Segment, OpenError> {
+) -> Result<Segment, CreateError> {
     let mut flags = libc::IPC_CREAT | libc::IPC_EXCL | (opts.mode & 0o777) as libc::c_int;
     if opts.huge_pages {
         flags |= libc::SHM_HUGETLB;
     }
-    let id = shmget(key, len, flags).map_err(|e| OpenError::from_errno("shmget", e))?;
+    let id = shmget(key, len, flags).map_err(|e| OsError::new("shmget", e))?;
     match shmat(id) {
         Ok(base) => {
             if opts.populate {
@@ -118,7 +121,7 @@ pub(crate) fn create(
         }
         Err(e) => {
             let _ = shmctl_rmid(id);
-            Err(e)
+            Err(e.into())
         }
     }
 }
@@ -126,14 +129,10 @@ pub(crate) fn create(
 /// An error of a call on a segment id found by key a moment ago: the segment may have been
 /// removed since (`EIDRM`, or `EINVAL` once its id is gone), which is what a caller of `open`
 /// must hear as `NotFound`, as it would for a POSIX name, not as an OS error.
-fn vanished(e: OpenError) -> OpenError {
-    match &e {
-        OpenError::Io { source, .. }
-            if matches!(source.raw_os_error(), Some(libc::EIDRM | libc::EINVAL)) =>
-        {
-            OpenError::NotFound
-        }
-        _ => e,
+fn vanished(e: OsError) -> OpenError {
+    match e.source.raw_os_error() {
+        Some(libc::EIDRM | libc::EINVAL) => OpenError::NotFound,
+        _ => e.into(),
     }
 }
 
@@ -143,7 +142,7 @@ pub(crate) fn open(
     opts: &MapOptions,
     min_len: usize,
 ) -> Result<Segment, OpenError> {
-    let id = shmget(key, 0, 0).map_err(|e| OpenError::from_errno("shmget", e))?;
+    let id = shmget(key, 0, 0).map_err(|e| OsError::new("shmget", e))?;
     let len = segment_size(id).map_err(vanished)?;
     if len < min_len {
         // A SysV segment is sized by shmget itself: a short one will not grow, so no wait.
@@ -203,7 +202,7 @@ pub(crate) fn peek<const N: usize>(id: i32) -> Result<([u8; N], usize), OpenErro
     // SAFETY: a null address lets the kernel choose a fresh range; read-only.
     let p = unsafe { libc::shmat(id, core::ptr::null(), libc::SHM_RDONLY) };
     if p as isize == -1 {
-        return Err(vanished(OpenError::from_errno("shmat", Errno::last())));
+        return Err(vanished(OsError::new("shmat", Errno::last())));
     }
     let mut bytes = [0u8; N];
     let n = len.min(N);
