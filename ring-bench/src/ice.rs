@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use iceoryx2::prelude::*;
 
+use crate::check::{Window, stamp, verify};
 use crate::proc::{self, ControlMap};
-use crate::transports::{BenchError, Window, child_cpu, stamp, verify};
+use crate::transport::{BenchError, child_cpu};
 
 const CHILD_LIMIT: Duration = Duration::from_secs(60);
 

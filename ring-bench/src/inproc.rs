@@ -28,14 +28,14 @@ pub(crate) fn throughput(q: Queue, size: usize, window: Duration) -> Option<Resu
 
 fn stamp<const N: usize>(seq: u64) -> [u8; N] {
     let mut m = [0u8; N];
-    crate::transports::stamp(&mut m, seq);
+    crate::check::stamp(&mut m, seq);
     m
 }
 
 fn run<const N: usize>(q: Queue, window: Duration) -> Result<f64, String> {
     let capacity = ((4 << 20) / N).clamp(8, 4096);
     let stop = Arc::new(AtomicBool::new(false));
-    let cpu = crate::transports::child_cpu();
+    let cpu = crate::transport::child_cpu();
     match q {
         Queue::Rtrb => {
             let (mut tx, mut rx) = rtrb::RingBuffer::<[u8; N]>::new(capacity);
@@ -87,12 +87,12 @@ fn consume<const N: usize>(
     mut pop: impl FnMut() -> Option<[u8; N]>,
 ) -> Result<f64, String> {
     let mut seq = 0u64;
-    let mut meter = crate::transports::Window::new(window, 64);
+    let mut meter = crate::check::Window::new(window, 64);
     let deadline = Instant::now() + window + Duration::from_secs(10);
     loop {
         match pop() {
             Some(m) => {
-                crate::transports::verify(&m, seq)?;
+                crate::check::verify(&m, seq)?;
                 seq += 1;
                 if let Some(rate) = meter.tick(seq) {
                     return Ok(rate);

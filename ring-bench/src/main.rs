@@ -6,18 +6,45 @@
 //! `raw-spin` probe. Ratios are computed per round (against `pipe` for throughput, against the
 //! round's `raw-spin` for latency) and the table reports their median, with min–max of the raw
 //! figures.
+//!
+//! The modules are declared in layers, each using only those before it
+//! (`scripts/check-layers.sh`): process plumbing, the run's configuration, the transport list,
+//! the checks that keep figures honest, the rows of each kind (hardware limits, kernel
+//! channels, shmring, in-process references, iceoryx2), the dispatch from a transport to its
+//! row, and the report.
+
+mod proc;
+
+mod config;
+
+mod transport;
+
+mod check;
+
+mod limits;
+
+mod kernel;
+
+mod shm;
+
+mod inproc;
 
 #[cfg(feature = "iceoryx2")]
 mod ice;
-mod inproc;
-mod proc;
+
+mod measure;
+
+mod units;
+
+mod plot;
+
 mod report;
-mod transports;
 
 use std::time::Duration;
 
 use clap::Parser;
-use transports::{BenchError, Transport};
+use config::{Backend, Config};
+use transport::{BenchError, Transport};
 
 /// Compare shmring with pipes, Unix sockets and TCP loopback across two processes.
 ///
@@ -84,8 +111,8 @@ struct Args {
     idle_ms: u64,
 
     /// Shared memory of the shmring rows.
-    #[arg(long, value_enum, default_value_t = transports::Backend::Posix)]
-    backend: transports::Backend,
+    #[arg(long, value_enum, default_value_t = Backend::Posix)]
+    backend: Backend,
 }
 
 fn default_transports() -> Vec<Transport> {
@@ -135,17 +162,17 @@ fn main() {
             args.transports.push(t);
         }
     }
-    let _ = transports::TUNING.set(transports::Tuning {
+    let cfg = Config {
         slot_size: args.slot_size,
         memcpy_offset: args.memcpy_offset,
         backend: args.backend,
-    });
+    };
     remove_stale_segments();
-    let pinned = transports::child_cpu().is_some() && proc::pin(0);
+    let pinned = transport::child_cpu().is_some() && proc::pin(0);
     let window = Duration::from_millis(args.duration);
     let mut results = report::Results::new(pinned);
     for round in 0..args.rounds {
-        match transports::latency(Transport::RawSpin, 8, (args.iters / 4).max(500)) {
+        match measure::latency(Transport::RawSpin, 8, (args.iters / 4).max(500), &cfg) {
             Ok(rtts) => results.probe(round, &rtts),
             Err(BenchError::Skip(e) | BenchError::Fail(e)) => fail(&format!("raw-spin probe: {e}")),
         }
@@ -154,12 +181,12 @@ fn main() {
                 progress(round, args.rounds, t, "throughput", size);
                 proc::reset_peak();
                 proc::LAST_CHILD_PEAK_KIB.store(0, std::sync::atomic::Ordering::Relaxed);
-                match transports::throughput(t, size, window) {
+                match measure::throughput(t, size, window, &cfg) {
                     Ok(rate) => {
                         results.throughput(round, t, size, rate);
                         let child =
                             proc::LAST_CHILD_PEAK_KIB.load(std::sync::atomic::Ordering::Relaxed);
-                        let segment = transports::segment_bytes(t, size);
+                        let segment = shm::segment_bytes(t, size, &cfg);
                         results.memory(t, size, proc::peak_kib(), child, segment);
                     }
                     Err(BenchError::Skip(why)) => results.skip(t, "throughput", size, why),
@@ -170,7 +197,7 @@ fn main() {
         for &t in args.transports.iter().filter(|t| t.latency()) {
             for &size in &args.latency_sizes {
                 progress(round, args.rounds, t, "latency", size);
-                match transports::latency(t, size, args.iters) {
+                match measure::latency(t, size, args.iters, &cfg) {
                     Ok(rtts) => results.latency(round, t, size, &rtts),
                     Err(BenchError::Skip(why)) => results.skip(t, "latency", size, why),
                     Err(BenchError::Fail(e)) => fail(&format!("{} {size} B: {e}", t.name())),
@@ -186,7 +213,7 @@ fn main() {
                 "",
                 if spin { "spinning" } else { "blocking" }
             );
-            match transports::idle_cpu(idle, spin) {
+            match shm::idle_cpu(idle, spin, &cfg) {
                 Ok(pct) => results.idle(spin, pct, idle),
                 Err(e) => fail(&format!("idle CPU: {e}")),
             }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use crate::transports::Transport;
+use crate::plot;
+use crate::transport::Transport;
+use crate::units::{bytes, bytes_per_s, count, mib, ns, ratio};
 
 /// How results are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -206,8 +208,8 @@ impl Results {
     }
 
     /// Writes `throughput.svg` and `latency.svg` into `dir`; returns their paths.
-    pub(crate) fn plot(&self, dir: &std::path::Path) -> std::io::Result<Vec<String>> {
-        std::fs::create_dir_all(dir)?;
+    pub(crate) fn plot(&self, dir: &std::path::Path) -> Result<Vec<String>, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let tput = self.series(&self.tput, |size, per| {
             summary(&per.values().copied().collect::<Vec<_>>()).0 * size as f64
         });
@@ -233,7 +235,7 @@ impl Results {
         let mut files = Vec::new();
         for (file, title, y_label, series, fmt) in charts {
             let path = dir.join(file);
-            std::fs::write(&path, svg_chart(title, y_label, &series, fmt))?;
+            plot::line_chart(&path, title, y_label, &series, fmt)?;
             files.push(path.display().to_string());
         }
         Ok(files)
@@ -244,7 +246,7 @@ impl Results {
         &self,
         figures: &BTreeMap<Key, BTreeMap<usize, V>>,
         value: impl Fn(usize, &BTreeMap<usize, V>) -> f64,
-    ) -> Vec<(&'static str, Vec<(usize, f64)>)> {
+    ) -> Vec<plot::Series> {
         self.order
             .iter()
             .filter_map(|t| {
@@ -268,6 +270,10 @@ impl Results {
             let rates: Vec<f64> = per.values().copied().collect();
             let (m, lo, hi) = summary(&rates);
             let t = self.order.iter().find(|t| t.name() == *name).copied();
+            let per_round: Vec<Value> = per
+                .iter()
+                .map(|(r, x)| json!({"round": r, "msgs_per_sec": x, "raw_spin_p50_ns": self.probes.get(r).map(|p| p.p50)}))
+                .collect();
             results.push(json!({
                 "transport": name,
                 "api": t.map_or("-", |t| t.api()),
@@ -280,12 +286,18 @@ impl Results {
                 "peak_rss_kib": self.mem.get(&(*size, *name)).map(|m| json!({"receiver": m.0, "sender": m.1})),
                 "segment_bytes": self.mem.get(&(*size, *name)).and_then(|m| m.2),
                 "ratio_vs_memcpy": nan_null(self.tput_bytes_ratio_memcpy(*size, name)),
+                "ratio_vs_rtrb": if spsc_row(name) { nan_null(self.tput_ratio(*size, name, "rtrb")) } else { Value::Null },
+                "per_round": per_round,
             }));
         }
         for ((size, name), per) in &self.lat {
             let pick =
                 |f: fn(&Percentiles) -> f64| summary(&per.values().map(f).collect::<Vec<_>>()).0;
             let t = self.order.iter().find(|t| t.name() == *name).copied();
+            let per_round: Vec<Value> = per
+                .iter()
+                .map(|(r, p)| json!({"round": r, "rtt_ns": {"p50": p.p50, "p99": p.p99, "p999": p.p999, "max": p.max}, "raw_spin_p50_ns": self.probes.get(r).map(|q| q.p50)}))
+                .collect();
             results.push(json!({
                 "transport": name,
                 "api": t.map_or("-", |t| t.api()),
@@ -295,12 +307,13 @@ impl Results {
                 "rtt_ns": {"p50": pick(|p| p.p50), "p99": pick(|p| p.p99), "p999": pick(|p| p.p999), "max": pick(|p| p.max)},
                 "ratio_p50_vs_raw_spin": nan_null(self.lat_ratio(*size, name, |p| p.p50)),
                 "ratio_p999_vs_raw_spin": nan_null(self.lat_ratio(*size, name, |p| p.p999)),
+                "per_round": per_round,
             }));
         }
         let probes: Vec<Value> = self
             .probes
-            .values()
-            .map(|p| json!({"p50": p.p50, "p99": p.p99, "p999": p.p999}))
+            .iter()
+            .map(|(r, p)| json!({"round": r, "p50": p.p50, "p99": p.p99, "p999": p.p999}))
             .collect();
         for ((mode, size, name), why) in &self.skipped {
             results.push(
@@ -321,11 +334,18 @@ impl Results {
     }
 
     fn print_csv(&self) {
-        println!("transport,api,mode,size,rounds,median,min,max,unit,ratio_vs_pipe,ratio_vs_limit");
+        println!(
+            "transport,api,mode,size,rounds,median,min,max,unit,ratio_vs_pipe,ratio_vs_limit,ratio_vs_rtrb"
+        );
         for ((size, name), per) in &self.tput {
             let (m, lo, hi) = summary(&per.values().copied().collect::<Vec<_>>());
+            let rtrb = if spsc_row(name) {
+                format!("{:.3}", self.tput_ratio(*size, name, "rtrb"))
+            } else {
+                String::new()
+            };
             println!(
-                "{name},{},throughput,{size},{},{m:.0},{lo:.0},{hi:.0},msgs/s,{:.3},{:.3}",
+                "{name},{},throughput,{size},{},{m:.0},{lo:.0},{hi:.0},msgs/s,{:.3},{:.3},{rtrb}",
                 self.api(name),
                 per.len(),
                 self.tput_ratio(*size, name, "pipe"),
@@ -335,7 +355,7 @@ impl Results {
         for ((size, name), per) in &self.lat {
             let (m, lo, hi) = summary(&per.values().map(|p| p.p50).collect::<Vec<_>>());
             println!(
-                "{name},{},latency-p50,{size},{},{m:.0},{lo:.0},{hi:.0},ns,,{:.3}",
+                "{name},{},latency-p50,{size},{},{m:.0},{lo:.0},{hi:.0},ns,,{:.3},",
                 self.api(name),
                 per.len(),
                 self.lat_ratio(*size, name, |p| p.p50)
@@ -416,8 +436,8 @@ impl Results {
             "Throughput, one producer process → one consumer process (medians; ratios are per-round medians)"
         );
         println!(
-            "{:<20} {:>8} {:>26} {:>12} {:>9} {:>9}",
-            "transport", "size", "msgs/s (min–max)", "bytes/s", "× pipe", "× memcpy"
+            "{:<20} {:>8} {:>26} {:>12} {:>9} {:>9} {:>8}",
+            "transport", "size", "msgs/s (min–max)", "bytes/s", "× pipe", "× memcpy", "× rtrb"
         );
         let sizes: Vec<usize> = self
             .tput
@@ -438,14 +458,20 @@ impl Results {
                     continue;
                 };
                 let (m, lo, hi) = summary(&per.values().copied().collect::<Vec<_>>());
+                let rtrb = if spsc_row(t.name()) {
+                    self.tput_ratio(size, t.name(), "rtrb")
+                } else {
+                    f64::NAN
+                };
                 println!(
-                    "{:<20} {:>8} {:>26} {:>12} {:>9} {:>9}",
+                    "{:<20} {:>8} {:>26} {:>12} {:>9} {:>9} {:>8}",
                     t.name(),
                     bytes(size as f64),
                     format!("{} ({}–{})", count(m), count(lo), count(hi)),
                     format!("{}/s", bytes(m * size as f64)),
                     ratio(self.tput_ratio(size, t.name(), "pipe")),
                     ratio(self.tput_bytes_ratio_memcpy(size, t.name())),
+                    ratio(rtrb),
                 );
             }
             println!();
@@ -507,154 +533,8 @@ fn nan_null(x: f64) -> Value {
     if x.is_finite() { json!(x) } else { Value::Null }
 }
 
-fn ratio(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:.2}×")
-    } else {
-        "-".into()
-    }
-}
-
-fn ns(x: f64) -> String {
-    if !x.is_finite() {
-        "-".into()
-    } else if x >= 1e6 {
-        format!("{:.2} ms", x / 1e6)
-    } else if x >= 1e3 {
-        format!("{:.2} µs", x / 1e3)
-    } else {
-        format!("{x:.0} ns")
-    }
-}
-
-fn count(x: f64) -> String {
-    if !x.is_finite() {
-        "-".into()
-    } else if x >= 1e6 {
-        format!("{:.1} M", x / 1e6)
-    } else if x >= 1e3 {
-        format!("{:.1} k", x / 1e3)
-    } else {
-        format!("{x:.0}")
-    }
-}
-
-fn bytes(x: f64) -> String {
-    if x >= (1u64 << 30) as f64 {
-        format!("{:.1} GiB", x / (1u64 << 30) as f64)
-    } else if x >= (1 << 20) as f64 {
-        format!("{:.1} MiB", x / (1 << 20) as f64)
-    } else if x >= 1024.0 {
-        format!("{:.1} KiB", x / 1024.0)
-    } else {
-        format!("{x:.0} B")
-    }
-}
-
-fn bytes_per_s(x: f64) -> String {
-    format!("{}/s", bytes(x))
-}
-
-/// A self-contained SVG line chart: message size on a categorical x axis, a log-scale y axis,
-/// one line per series. No fonts or libraries needed beyond a browser's defaults.
-fn svg_chart(
-    title: &str,
-    y_label: &str,
-    series: &[(&'static str, Vec<(usize, f64)>)],
-    fmt: fn(f64) -> String,
-) -> String {
-    const COLORS: [&str; 12] = [
-        "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-        "#bcbd22", "#17becf", "#393b79", "#637939",
-    ];
-    let (w, h, left, right, top, bottom) = (960.0, 540.0, 110.0, 220.0, 50.0, 60.0);
-    let mut sizes: Vec<usize> = series
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|x| x.0))
-        .collect();
-    sizes.sort_unstable();
-    sizes.dedup();
-    let vals = series
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|x| x.1))
-        .filter(|v| v.is_finite() && *v > 0.0);
-    let (lo, hi) = vals.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
-    if sizes.is_empty() || lo > hi {
-        return format!(
-            "<svg xmlns='http://www.w3.org/2000/svg' width='400' height='40'><text x='10' y='25'>{title}: no data</text></svg>"
-        );
-    }
-    let (lmin, lmax) = (
-        lo.log10().floor(),
-        hi.log10().ceil().max(lo.log10().floor() + 1.0),
-    );
-    let pw = w - left - right;
-    let ph = h - top - bottom;
-    let x = |s: usize| {
-        let i = sizes.iter().position(|&z| z == s).unwrap_or(0) as f64;
-        left + if sizes.len() > 1 {
-            i * pw / (sizes.len() - 1) as f64
-        } else {
-            pw / 2.0
-        }
-    };
-    let y = |v: f64| top + ph - (v.log10() - lmin) / (lmax - lmin) * ph;
-    let mut out = format!(
-        "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n<text x='{left}' y='28' font-size='16'>{title}</text>\n"
-    );
-    let mut e = lmin;
-    while e <= lmax {
-        let yy = y(10f64.powf(e));
-        out += &format!(
-            "<line x1='{left}' x2='{}' y1='{yy:.1}' y2='{yy:.1}' stroke='#ddd'/><text x='{}' y='{:.1}' text-anchor='end'>{}</text>\n",
-            left + pw,
-            left - 6.0,
-            yy + 4.0,
-            fmt(10f64.powf(e))
-        );
-        e += 1.0;
-    }
-    for &s in &sizes {
-        out += &format!(
-            "<text x='{:.1}' y='{}' text-anchor='middle'>{}</text>\n",
-            x(s),
-            top + ph + 20.0,
-            bytes(s as f64)
-        );
-    }
-    out += &format!(
-        "<text x='{:.1}' y='{}' text-anchor='middle'>message size</text><text transform='translate(14,{:.1}) rotate(-90)' text-anchor='middle'>{y_label} (log scale)</text>\n",
-        left + pw / 2.0,
-        h - 15.0,
-        top + ph / 2.0
-    );
-    for (i, (name, pts)) in series.iter().enumerate() {
-        let c = COLORS[i % COLORS.len()];
-        let coords: Vec<String> = pts
-            .iter()
-            .filter(|p| p.1.is_finite() && p.1 > 0.0)
-            .map(|&(s, v)| format!("{:.1},{:.1}", x(s), y(v)))
-            .collect();
-        out += &format!(
-            "<polyline fill='none' stroke='{c}' stroke-width='2' points='{}'/>\n",
-            coords.join(" ")
-        );
-        for p in &coords {
-            let (px, py) = p.split_once(',').unwrap_or(("0", "0"));
-            out += &format!("<circle cx='{px}' cy='{py}' r='3' fill='{c}'/>");
-        }
-        let ly = top + 10.0 + i as f64 * 20.0;
-        out += &format!(
-            "\n<line x1='{}' x2='{}' y1='{ly}' y2='{ly}' stroke='{c}' stroke-width='3'/><text x='{}' y='{}'>{name}</text>\n",
-            w - right + 15.0,
-            w - right + 40.0,
-            w - right + 46.0,
-            ly + 4.0
-        );
-    }
-    out + "</svg>\n"
-}
-
-fn mib(kib: u64) -> String {
-    format!("{:.1}", kib as f64 / 1024.0)
+/// Whether `name` is one of shmring's SPSC rows, which are compared with `rtrb` (the
+/// in-process SPSC reference) as well as with the pipe.
+fn spsc_row(name: &str) -> bool {
+    name.starts_with("shmring-spsc")
 }

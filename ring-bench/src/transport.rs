@@ -1,0 +1,120 @@
+//! The transports of the comparison, what each can measure, and why a figure can be missing.
+
+use std::time::Duration;
+
+use crate::proc;
+
+/// How long a child process may take before it is killed and the figure fails.
+pub(crate) const CHILD_LIMIT: Duration = Duration::from_secs(60);
+
+/// A transport of the comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Transport {
+    /// shmring SPSC ring, copy API (`try_send` / `try_recv`).
+    ShmringSpsc,
+    /// shmring SPSC ring, zero-copy API (`try_claim` → commit / `try_read`).
+    ShmringSpscZc,
+    /// shmring SPSC ring, batches of 32 (`try_send_batch` / `try_recv_batch`).
+    ShmringSpscBatch,
+    /// shmring MPMC ring with one producer and one consumer, copy API.
+    ShmringMpmc,
+    /// shmring SPSC ring, blocking `send` / `recv` with the default wait (spin 50 µs, yield
+    /// 50 µs, then sleep on a futex; latency only).
+    ShmringSpscBlocking,
+    /// shmring SPSC ring, blocking calls that sleep at once (no spin, no yield): the cost of a
+    /// futex wake-up each way (latency only).
+    ShmringSpscSleep,
+    /// An anonymous pipe.
+    Pipe,
+    /// A Unix-domain stream socket pair.
+    UnixStream,
+    /// A Unix-domain seqpacket socket pair (message boundaries kept).
+    UnixSeqpacket,
+    /// TCP over loopback with TCP_NODELAY.
+    Tcp,
+    /// A POSIX message queue (`mq_send` / `mq_receive`).
+    PosixMq,
+    /// Reference, in-process: `rtrb` between two threads (8 B, 64 B, 1 KiB).
+    Rtrb,
+    /// Reference, in-process: crossbeam `ArrayQueue` between two threads (8 B, 64 B, 1 KiB).
+    CrossbeamArrayqueue,
+    /// iceoryx2 publish-subscribe between two processes (8 B, 64 B, 1 KiB; needs the
+    /// `iceoryx2` feature).
+    Iceoryx2,
+    /// Reference: one atomic word bounced between the processes (latency only).
+    RawSpin,
+    /// Reference: one-thread memcpy bandwidth (throughput only).
+    Memcpy,
+}
+
+impl Transport {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Transport::ShmringSpsc => "shmring-spsc",
+            Transport::ShmringSpscZc => "shmring-spsc-zc",
+            Transport::ShmringSpscBatch => "shmring-spsc-batch",
+            Transport::ShmringMpmc => "shmring-mpmc",
+            Transport::ShmringSpscBlocking => "shmring-spsc-blocking",
+            Transport::ShmringSpscSleep => "shmring-spsc-sleep",
+            Transport::Pipe => "pipe",
+            Transport::UnixStream => "unix-stream",
+            Transport::UnixSeqpacket => "unix-seqpacket",
+            Transport::Tcp => "tcp",
+            Transport::PosixMq => "posix-mq",
+            Transport::Rtrb => "rtrb",
+            Transport::CrossbeamArrayqueue => "crossbeam-arrayqueue",
+            Transport::Iceoryx2 => "iceoryx2",
+            Transport::RawSpin => "raw-spin",
+            Transport::Memcpy => "memcpy",
+        }
+    }
+
+    pub(crate) fn api(self) -> &'static str {
+        match self {
+            Transport::ShmringSpsc | Transport::ShmringMpmc => "copy",
+            Transport::ShmringSpscZc => "zero-copy",
+            Transport::ShmringSpscBatch => "batch",
+            Transport::ShmringSpscBlocking => "blocking",
+            Transport::ShmringSpscSleep => "blocking, no spin",
+            _ => "-",
+        }
+    }
+
+    pub(crate) fn throughput(self) -> bool {
+        !matches!(
+            self,
+            Transport::RawSpin | Transport::ShmringSpscBlocking | Transport::ShmringSpscSleep
+        )
+    }
+
+    pub(crate) fn latency(self) -> bool {
+        !matches!(
+            self,
+            Transport::Memcpy
+                | Transport::ShmringSpscZc
+                | Transport::ShmringSpscBatch
+                | Transport::Rtrb
+                | Transport::CrossbeamArrayqueue
+        )
+    }
+}
+
+/// Why a figure is missing.
+#[derive(Debug)]
+pub(crate) enum BenchError {
+    /// The transport cannot carry this size here; the reason is reported, the run goes on.
+    Skip(String),
+    /// Something broke: the run stops.
+    Fail(String),
+}
+
+impl From<String> for BenchError {
+    fn from(e: String) -> Self {
+        BenchError::Fail(e)
+    }
+}
+
+/// The child's CPU when the machine has two or more.
+pub(crate) fn child_cpu() -> Option<usize> {
+    (proc::cpus() >= 2).then_some(1)
+}
