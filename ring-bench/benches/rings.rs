@@ -47,6 +47,15 @@ fn one_thread(c: &mut Criterion) {
             black_box(rx.try_recv(&mut buf).unwrap());
         })
     });
+    // The kind-erased endpoints (`Ring::producer`), on an SPSC ring: the cost of the dispatch.
+    let r = ring(Kind::Spsc, 8);
+    let (mut tx, mut rx) = (r.producer().unwrap(), r.consumer().unwrap());
+    g.bench_function("erased spsc copy", |b| {
+        b.iter(|| {
+            tx.try_send(black_box(&[1u8; 8])).unwrap();
+            black_box(rx.try_recv(&mut buf).unwrap());
+        })
+    });
     g.finish();
 }
 

@@ -161,19 +161,71 @@ pub(crate) fn throughput(
         Ok(())
     });
     let result = (|| -> Result<_, String> {
-        let mut buf = Buf::new(size);
-        let mut seq = 0u64;
+        let mut rx = ring.consumer().map_err(|e| e.to_string())?;
         let mut meter = Window::new(window, 64);
         let deadline = Instant::now() + window + Duration::from_secs(10);
-        let mut rx = ring.consumer().map_err(|e| e.to_string())?;
-        loop {
-            if poll(&mut rx, api, &mut buf, &mut seq)? {
-                if let Some(rate) = meter.tick(seq) {
-                    return Ok(rate);
+        let stalled = || Err(format!("{}: no progress", t.name()));
+        let mut buf = Buf::new(size);
+        let mut seq = 0u64;
+        // One loop per API, so the receive path is what the loop measures.
+        match api {
+            Api::Batch => loop {
+                let mut bad = Ok(());
+                let mut next = seq;
+                let n = match rx.try_recv_batch(BATCH * 2, |m| {
+                    if bad.is_ok() {
+                        bad = verify(m, next);
+                    }
+                    next += 1;
+                }) {
+                    // The producer finished and left: the count decides.
+                    Err(TryRecvError::Disconnected) => 0,
+                    r => r.map_err(|e| e.to_string())?,
+                };
+                bad?;
+                seq += n as u64;
+                if n > 0 {
+                    if let Some(rate) = meter.tick(seq) {
+                        return Ok(rate);
+                    }
+                } else if Instant::now() > deadline {
+                    return stalled();
                 }
-            } else if Instant::now() > deadline {
-                return Err(format!("{}: no progress", t.name()));
-            }
+            },
+            Api::ZeroCopy => loop {
+                match rx.try_read() {
+                    Ok(m) => {
+                        verify(&m, seq)?;
+                        seq += 1;
+                        if let Some(rate) = meter.tick(seq) {
+                            return Ok(rate);
+                        }
+                    }
+                    Err(e) if quiet(e) => {
+                        if Instant::now() > deadline {
+                            return stalled();
+                        }
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            },
+            Api::Copy | Api::Blocking => loop {
+                match rx.try_recv(&mut buf) {
+                    Ok(n) => {
+                        verify(&buf[..n], seq)?;
+                        seq += 1;
+                        if let Some(rate) = meter.tick(seq) {
+                            return Ok(rate);
+                        }
+                    }
+                    Err(e) if quiet(e) => {
+                        if Instant::now() > deadline {
+                            return stalled();
+                        }
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            },
         }
     })();
     ctl.get().stop.store(1, Ordering::Relaxed);
@@ -184,47 +236,10 @@ pub(crate) fn throughput(
     Ok(rate)
 }
 
-/// Receives and checks what is there with `api` (one message, or a batch), advancing `seq`;
-/// whether anything was.
-#[inline]
-fn poll(
-    rx: &mut shmring::Consumer,
-    api: Api,
-    buf: &mut [u8],
-    seq: &mut u64,
-) -> Result<bool, String> {
-    let s = *seq;
-    let r = match api {
-        Api::Batch => {
-            let mut bad = Ok(());
-            let mut next = s;
-            let n = match rx.try_recv_batch(BATCH * 2, |m| {
-                if bad.is_ok() {
-                    bad = verify(m, next);
-                }
-                next += 1;
-            }) {
-                // The producer finished and left: the caller's count decides.
-                Err(TryRecvError::Disconnected) => 0,
-                r => r.map_err(|e| e.to_string())?,
-            };
-            bad?;
-            *seq += n as u64;
-            return Ok(n > 0);
-        }
-        Api::ZeroCopy => rx.try_read().map(|m| verify(&m, s)),
-        Api::Copy | Api::Blocking => rx.try_recv(buf).map(|n| verify(&buf[..n], s)),
-    };
-    match r {
-        Ok(checked) => {
-            checked?;
-            *seq += 1;
-            Ok(true)
-        }
-        // Disconnected: the producer finished and left; the caller's count decides.
-        Err(e) if e.would_block() || e == TryRecvError::Disconnected => Ok(false),
-        Err(e) => Err(e.to_string()),
-    }
+/// Nothing to receive now: empty, or the producer finished its run and left (the count of
+/// messages decides when the figure is done).
+fn quiet(e: TryRecvError) -> bool {
+    e.would_block() || e == TryRecvError::Disconnected
 }
 
 /// Round trips of a shmring row: `iters` ping-pongs after `warmup`, in nanoseconds. The parent

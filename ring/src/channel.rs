@@ -82,9 +82,6 @@ enum ProducerFlavor {
 pub struct Consumer {
     flavor: ConsumerFlavor,
     io: IoMode,
-    /// An MPMC batch that met a loss or corruption after its first message ends before it; the
-    /// error (its slot already consumed) is reported by the next receive, never dropped.
-    deferred: Option<TryRecvError>,
 }
 
 #[derive(Debug)]
@@ -149,7 +146,7 @@ impl Producer {
     /// # Errors
     /// [`TrySendError::Full`], [`TrySendError::Pending`] (MPMC), [`TrySendError::Disconnected`],
     /// [`TrySendError::TooLarge`], [`TrySendError::Corrupt`]; each hands `msg` back.
-    #[inline]
+    #[inline(always)]
     pub fn try_send<'m>(&mut self, msg: &'m [u8]) -> Result<(), TrySendError<&'m [u8]>> {
         dispatch!(&mut self.flavor, ProducerFlavor, p => p.try_send(msg))
     }
@@ -158,7 +155,7 @@ impl Producer {
     ///
     /// # Errors
     /// [`TryClaimError`].
-    #[inline]
+    #[inline(always)]
     pub fn try_claim(&mut self) -> Result<WriteSlot<'_>, TryClaimError> {
         Ok(match &mut self.flavor {
             ProducerFlavor::Spsc(p) => WriteSlot(WriteFlavor::Spsc(p.try_claim()?)),
@@ -339,7 +336,6 @@ impl Consumer {
         Consumer {
             flavor,
             io: IoMode::default(),
-            deferred: None,
         }
     }
 
@@ -351,24 +347,14 @@ impl Consumer {
         }
     }
 
-    /// An error a batch deferred, if any: every receive reports it first.
-    #[inline(always)]
-    fn deferred(&mut self) -> Result<(), TryRecvError> {
-        match self.deferred.take() {
-            None => Ok(()),
-            Some(e) => Err(e),
-        }
-    }
-
     /// Copies the next message into `buf` and returns its length.
     ///
     /// # Errors
     /// [`TryRecvError::Empty`], [`TryRecvError::Pending`] (MPMC), [`TryRecvError::Disconnected`],
     /// [`TryRecvError::BufferTooSmall`] (the message stays), [`TryRecvError::Abandoned`] (MPMC),
     /// [`TryRecvError::Corrupt`].
-    #[inline]
+    #[inline(always)]
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
-        self.deferred()?;
         dispatch!(&mut self.flavor, ConsumerFlavor, c => c.try_recv(buf))
     }
 
@@ -376,9 +362,8 @@ impl Consumer {
     ///
     /// # Errors
     /// As [`try_recv`](Self::try_recv), without `BufferTooSmall`.
-    #[inline]
+    #[inline(always)]
     pub fn try_read(&mut self) -> Result<ReadSlot<'_>, TryRecvError> {
-        self.deferred()?;
         Ok(match &mut self.flavor {
             ConsumerFlavor::Spsc(c) => ReadSlot(ReadFlavor::Spsc(c.try_read()?)),
             ConsumerFlavor::Mpmc(c) => ReadSlot(ReadFlavor::Mpmc(c.try_read()?)),
@@ -392,39 +377,22 @@ impl Consumer {
     /// `T` (it stays in the ring).
     #[inline]
     pub fn try_recv_value<T: Plain>(&mut self) -> Result<T, TryRecvError> {
-        self.deferred()?;
         dispatch!(&mut self.flavor, ConsumerFlavor, c => c.try_recv_value())
     }
 
-    /// Calls `f` on up to `max` messages in place and returns how many it was given. SPSC
-    /// releases them with one cursor store ([`spsc::Consumer::try_recv_batch`]); MPMC takes and
-    /// releases each on its own.
+    /// Calls `f` on up to `max` messages in place and returns how many it was given: SPSC
+    /// releases them with one cursor store ([`spsc::Consumer::try_recv_batch`]), MPMC takes and
+    /// releases each on its own ([`mpmc::Consumer::try_recv_batch`]).
     ///
     /// # Errors
-    /// As [`try_recv`](Self::try_recv) when the first message cannot be received; an error
-    /// after the first ends the batch and is reported by the next call.
+    /// As [`try_recv`](Self::try_recv) when the first message cannot be received; a corrupt or
+    /// lost message after the first ends the batch before it, to be reported by the next call.
     pub fn try_recv_batch(
         &mut self,
         max: usize,
-        mut f: impl FnMut(&[u8]),
+        f: impl FnMut(&[u8]),
     ) -> Result<usize, TryRecvError> {
-        self.deferred()?;
-        let c = match &mut self.flavor {
-            ConsumerFlavor::Spsc(c) => return c.try_recv_batch(max, f),
-            ConsumerFlavor::Mpmc(c) => c,
-        };
-        for n in 0..max {
-            match c.try_read() {
-                Ok(m) => f(&m),
-                Err(e) if e.would_block() || e == TryRecvError::Disconnected => return Ok(n),
-                Err(e) if n == 0 => return Err(e),
-                Err(e) => {
-                    self.deferred = Some(e);
-                    return Ok(n);
-                }
-            }
-        }
-        Ok(max)
+        dispatch!(&mut self.flavor, ConsumerFlavor, c => c.try_recv_batch(max, f))
     }
 
     /// Makes `std::io::Read` answer `WouldBlock` instead of waiting for a message.
@@ -464,7 +432,6 @@ impl Receiving for Consumer {
     }
 
     fn read_until(&mut self, deadline: Option<Instant>) -> Result<ReadSlot<'_>, RecvError> {
-        self.deferred().map_err(RecvError::from_try)?;
         Ok(match &mut self.flavor {
             ConsumerFlavor::Spsc(c) => ReadSlot(ReadFlavor::Spsc(c.read_until(deadline)?)),
             ConsumerFlavor::Mpmc(c) => ReadSlot(ReadFlavor::Mpmc(c.read_until(deadline)?)),

@@ -132,3 +132,32 @@ fn the_whole_api_behaves_alike_on_both_kinds() {
         }
     });
 }
+
+/// A batch never hides a loss: an MPMC batch that meets an abandoned slot after its first
+/// message ends before it, and the next call reports it. (The marker is crafted at the offsets
+/// `docs/layout.md` gives: slot 1's length word, 16-byte slots of a 32-byte stride.)
+#[test]
+fn a_batch_ends_before_a_lost_message_and_the_next_call_reports_it() {
+    let unique = common::Unique::posix("batch-loss");
+    let ring = unique
+        .builder()
+        .mpmc()
+        .capacity(4)
+        .slot_size(16)
+        .create()
+        .unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    for m in [b"a", b"x", b"b"] {
+        tx.try_send(m).unwrap();
+    }
+    unique.poke(8192 + 32 + 8, &0xFFFF_FFFEu32.to_le_bytes()); // slot 1: abandoned
+    let mut got = Vec::new();
+    assert_eq!(rx.try_recv_batch(10, |m| got.push(m.to_vec())), Ok(1));
+    assert_eq!(got, [b"a"]);
+    assert_eq!(
+        rx.try_recv_batch(10, |m| got.push(m.to_vec())),
+        Err(TryRecvError::Abandoned { cursor: 1 })
+    );
+    assert_eq!(rx.try_recv_batch(10, |m| got.push(m.to_vec())), Ok(1));
+    assert_eq!(got, [b"a", b"b"]);
+}

@@ -110,7 +110,7 @@ impl Consumer {
         &mut self,
         accept: impl Fn(usize) -> Result<(), TryRecvError>,
     ) -> Result<(u64, usize, usize), TryRecvError> {
-        match self.observe(&accept) {
+        match self.observe::<true>(&accept) {
             Err(e) if e.would_block() => self.empty(&accept, e),
             other => other,
         }
@@ -134,14 +134,14 @@ impl Consumer {
             && recover(mem, self.ep.word(), self.stall.pos, Role::Producer)
         {
             // The stuck slot now reads "abandoned": report it (or whatever is there now).
-            return self.observe(accept);
+            return self.observe::<true>(accept);
         }
         if !self.ep.peers_gone() {
             return Err(first);
         }
         // The producers left; what they published before leaving is visible now (the Acquire
         // in `gone`), so drain it first.
-        match self.observe(accept) {
+        match self.observe::<true>(accept) {
             Err(e) if e.would_block() => {}
             other => return other,
         }
@@ -151,7 +151,7 @@ impl Consumer {
         if let Some(pos) = uncommitted(mem)
             && recover(mem, self.ep.word(), pos, Role::Producer)
         {
-            return self.observe(accept);
+            return self.observe::<true>(accept);
         }
         Err(TryRecvError::Disconnected)
     }
@@ -170,16 +170,18 @@ impl Consumer {
     }
 
     /// Observes the next committed message whose length `accept` approves, and takes it (the
-    /// tail CAS): nobody else reads it until [`release`](Self::release). Skip markers and
-    /// corrupt lengths are consumed (the latter reported); a refused message is left in place.
-    /// On success this consumer's claim record names the message until it is released.
+    /// tail CAS): nobody else reads it until [`release`](Self::release). Skip markers are
+    /// stepped over; a refused message is left in place. With `MARKERS`, an abandoned marker or
+    /// a corrupt length is taken too and reported; without, it is left in place and reported as
+    /// `Empty`, for the next call to take (a batch ends before it). On success this consumer's
+    /// claim record names the message until it is released.
     #[inline]
-    fn observe(
+    fn observe<const MARKERS: bool>(
         &self,
         accept: impl Fn(usize) -> Result<(), TryRecvError>,
     ) -> Result<(u64, usize, usize), TryRecvError> {
         let mut recorded = false;
-        let claimed = self.observe_recorded(accept, &mut recorded);
+        let claimed = self.observe_recorded::<MARKERS>(accept, &mut recorded);
         if recorded && claimed.is_err() {
             // Relaxed: withdraws an intent that named a cursor another consumer took (a stale
             // record would only delay a recovery of that cursor).
@@ -190,7 +192,7 @@ impl Consumer {
 
     /// [`observe`](Self::observe); sets `recorded` once it has stored a claim record.
     #[inline(always)]
-    fn observe_recorded(
+    fn observe_recorded<const MARKERS: bool>(
         &self,
         accept: impl Fn(usize) -> Result<(), TryRecvError>,
         recorded: &mut bool,
@@ -225,6 +227,9 @@ impl Consumer {
                     accept(len as usize)?;
                     Ok(true)
                 };
+                if !MARKERS && verdict.is_err() {
+                    return Err(TryRecvError::Empty);
+                }
                 // Record the intent before the claim, so that whoever sees `pos` claimed can
                 // find who holds it (crash recovery). Relaxed: published by the AcqRel CAS just
                 // below to anyone who Acquires `tail` past `pos`.
@@ -367,6 +372,40 @@ impl Consumer {
         token.end();
         self.release(pos, idx);
         Ok(value)
+    }
+
+    /// Calls `f` on up to `max` messages in place and returns how many it was given; 0 if the
+    /// ring is empty. Each message is taken and released on its own (MPMC has no cheaper
+    /// batch: other consumers take messages in between); if `f` panics, the message it was
+    /// given is released before the panic goes on.
+    ///
+    /// # Errors
+    /// As [`try_recv`](Self::try_recv) when the first message cannot be received. A lost
+    /// (abandoned) or corrupt message after the first ends the batch before it, to be reported
+    /// by the next call; nothing is skipped unreported.
+    pub fn try_recv_batch(
+        &mut self,
+        max: usize,
+        mut f: impl FnMut(&[u8]),
+    ) -> Result<usize, TryRecvError> {
+        let mut n = 0;
+        while n < max {
+            let taken = if n == 0 {
+                match self.observe_checked(|_| Ok(())) {
+                    Err(e) if e.would_block() => return Ok(0),
+                    other => other?,
+                }
+            } else {
+                match self.observe::<false>(|_| Ok(())) {
+                    Ok(taken) => taken,
+                    Err(_) => break,
+                }
+            };
+            let (pos, idx, len) = taken;
+            f(&self.guard(pos, idx, len));
+            n += 1;
+        }
+        Ok(n)
     }
 }
 
