@@ -347,8 +347,8 @@ impl Ring {
             }
         }
         // Last: the reads above are what trips the guard if the object was shrunk meanwhile.
-        if self.shared().shrunk() {
-            error(&mut out, crate::error::Corruption::Shrunk.to_string());
+        if let Some(c) = self.shared().lost() {
+            error(&mut out, c.to_string());
         }
         out
     }

@@ -51,12 +51,13 @@ impl Shared {
         }
     }
 
-    /// Whether the segment was shrunk under this process's mapping (a contained `SIGBUS`,
-    /// `segment::guard`): its contents are gone, and endpoints report
-    /// [`Corruption::Shrunk`] from their slow paths.
+    /// Whether part of the segment was lost under this process's mapping (a contained
+    /// `SIGBUS`, `segment::guard`), and how: [`Corruption::Shrunk`] (truncated) or
+    /// [`Corruption::OutOfSpace`] (a page could not be allocated). Endpoints report it from
+    /// their slow paths, and a producer instead of success when it was its write that faulted.
     #[cold]
-    pub(crate) fn shrunk(&self) -> bool {
-        self.segment.tripped()
+    pub(crate) fn lost(&self) -> Option<Corruption> {
+        self.segment.lost()
     }
 
     /// This named segment, exactly (see `segment::Exact`).
@@ -69,16 +70,20 @@ impl Shared {
         self.segment.resident()
     }
 
-    /// The corruption to report for `found`: [`Corruption::Shrunk`] if the segment was
-    /// truncated under us (its zero pages are what made `found`), else `found`.
+    /// The corruption to report for `found`: what a contained fault means if there was one
+    /// (the zero pages it left are what made `found`), else `found`.
     #[cold]
     #[inline(never)]
     pub(crate) fn diagnose(&self, found: Corruption) -> Corruption {
-        if self.shrunk() {
-            Corruption::Shrunk
-        } else {
-            found
-        }
+        self.lost().unwrap_or(found)
+    }
+
+    /// What a producer reports instead of success when [`RingMem::faulted`] says its write
+    /// may have landed on a lost page.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn fault(&self) -> Corruption {
+        self.lost().unwrap_or(Corruption::Shrunk)
     }
 }
 

@@ -251,7 +251,14 @@ impl RingBuilder {
         // else reads it before the ready word.
         unsafe { layout::init(segment.base(), &geo, creator) };
         // SAFETY: just built for `geo`; `Shared` keeps the segment mapped as long as `mem`.
-        let mem = unsafe { RingMem::new(segment.base(), geo, barrier::register()) };
+        let mem = unsafe {
+            RingMem::new(
+                segment.base(),
+                geo,
+                barrier::register(),
+                segment.fault_flag(),
+            )
+        };
         Ok(Ring::new(mem, self.wait, backing, true, segment))
     }
 
@@ -330,7 +337,7 @@ impl RingBuilder {
             }
         }
         // SAFETY: validated for `geo` within the mapping, which `Shared` keeps alive.
-        let mem = unsafe { RingMem::new(base, geo, barrier::register()) };
+        let mem = unsafe { RingMem::new(base, geo, barrier::register(), segment.fault_flag()) };
         Ok(Ring::new(mem, self.wait, backing, false, segment))
     }
 

@@ -246,8 +246,8 @@ impl Producer {
     #[cold]
     #[inline(never)]
     fn full(&mut self) -> Result<(), TryClaimError> {
-        if self.ep.shared().shrunk() {
-            return Err(TryClaimError::Corrupt(Corruption::Shrunk));
+        if let Some(c) = self.ep.shared().lost() {
+            return Err(TryClaimError::Corrupt(c));
         }
         if !self.ep.peers_gone() {
             return Err(TryClaimError::Full);
@@ -263,16 +263,24 @@ impl Producer {
     /// Publishes the slot of cursor `head + offset`, whose payload is written: stores its
     /// length, then its sequence word.
     #[inline(always)]
-    fn publish_slot(&self, offset: u64, len: usize) {
+    fn publish_slot(&self, offset: u64, len: usize) -> Result<(), Corruption> {
         let mem = self.mem();
         let cursor = self.head.wrapping_add(offset);
         let idx = (cursor & mem.geometry().mask()) as usize;
         // Relaxed: published by the Release store of the sequence word just below.
         mem.len(idx).store(len as u32, Ordering::Relaxed);
+        // A write above may have hit a page that could not be had, which the `SIGBUS` guard
+        // replaced with a private zero page: then publish nothing (another process would never
+        // see it; a consumer in this process would) and report the loss. The sequence word
+        // shares its 8 bytes with the length, so its store cannot fault on a page of its own.
+        if mem.faulted() {
+            return Err(self.ep.shared().fault());
+        }
         // Release: pairs with the Acquire load in `Consumer::ready`: the payload and length of
         // this slot are visible to a consumer that sees `cursor + 1`.
         mem.seq32(idx)
             .store(cursor.wrapping_add(1) as u32, Ordering::Release);
+        Ok(())
     }
 
     /// Advances past `count` published slots.
@@ -288,7 +296,7 @@ impl Producer {
 
     /// Writes `msg` into the slot of cursor `head + offset` and publishes it.
     #[inline]
-    fn write(&self, offset: u64, msg: &[u8]) {
+    fn write(&self, offset: u64, msg: &[u8]) -> Result<(), Corruption> {
         let mem = self.mem();
         let idx = (self.head.wrapping_add(offset) & mem.geometry().mask()) as usize;
         let token = mem.cells().write(idx);
@@ -296,7 +304,7 @@ impl Producer {
         // and unpublished, so only this producer accesses it.
         unsafe { mem.write_payload(idx, msg) };
         token.end();
-        self.publish_slot(offset, msg.len());
+        self.publish_slot(offset, msg.len())
     }
 
     /// Claims the next slot for writing in place (zero-copy). Write into the returned
@@ -340,8 +348,8 @@ impl Producer {
         let mut slot = self.try_claim().map_err(|e| e.with_msg(msg))?;
         // SAFETY: `msg.len() <= slot_size` was checked above.
         unsafe { slot.fill(msg) };
-        slot.publish(msg.len());
-        Ok(())
+        slot.publish(msg.len())
+            .map_err(|c| TrySendError::Corrupt(msg, c))
     }
 
     /// Copies as many of `msgs` as there are free slots, checking for free space once and
@@ -392,7 +400,11 @@ impl Producer {
                 });
                 break;
             }
-            self.write(sent as u64, msg);
+            if let Err(c) = self.write(sent as u64, msg) {
+                // This message's write hit a lost page: it and the rest are not sent.
+                result = Err(TrySendError::Corrupt(sent, c));
+                break;
+            }
             sent += 1;
         }
         if sent > 0 {
@@ -411,8 +423,8 @@ impl Producer {
         let mut slot = self.try_claim().map_err(|e| e.with_msg(value))?;
         // SAFETY: `size_of::<T>() <= slot_size` was checked above.
         unsafe { slot.fill_value(value) };
-        slot.publish(size_of::<T>());
-        Ok(())
+        slot.publish(size_of::<T>())
+            .map_err(|c| TrySendError::Corrupt(value, c))
     }
 }
 
@@ -430,16 +442,17 @@ impl WriteSlot<'_> {
     /// Publishes the first `len` bytes of the slot as one message.
     ///
     /// # Errors
-    /// [`CommitError`] if `len` exceeds the slot size; the claim is then dropped, as if never
-    /// made, and nothing is sent.
+    /// [`CommitError::TooLarge`] if `len` exceeds the slot size (the claim is then dropped, as
+    /// if never made, and nothing is sent); [`CommitError::Corrupt`] if the ring's memory was
+    /// lost under the write (a page that could not be allocated, or a truncated object: the
+    /// message does not reach the segment).
     #[inline]
     pub fn commit(self, len: usize) -> Result<(), CommitError> {
         let max = self.producer.slot_size();
         if len > max {
-            return Err(CommitError { len, max });
+            return Err(CommitError::TooLarge { len, max });
         }
-        self.publish(len);
-        Ok(())
+        self.publish(len).map_err(CommitError::Corrupt)
     }
 
     /// Copies `msg` to the start of the slot.
@@ -463,16 +476,18 @@ impl WriteSlot<'_> {
         unsafe { self.producer.mem().write_value(self.idx, value) }
     }
 
-    /// Stores the length and publishes the slot. `len <= slot_size`.
+    /// Stores the length and publishes the slot (`len <= slot_size`); the loss, if the write
+    /// landed on a page the `SIGBUS` guard had to replace (then nothing was sent).
     #[inline]
-    fn publish(self, len: usize) {
+    fn publish(self, len: usize) -> Result<(), Corruption> {
         let WriteSlot {
             producer, token, ..
         } = self;
         // End the write access before the Release store that publishes it.
         token.end();
-        producer.publish_slot(0, len);
+        producer.publish_slot(0, len)?;
         producer.advance(1);
+        Ok(())
     }
 }
 
@@ -547,8 +562,8 @@ impl Consumer {
     #[cold]
     #[inline(never)]
     fn empty(&mut self) -> Result<(usize, usize), TryRecvError> {
-        if self.ep.shared().shrunk() {
-            return Err(TryRecvError::Corrupt(Corruption::Shrunk));
+        if let Some(c) = self.ep.shared().lost() {
+            return Err(TryRecvError::Corrupt(c));
         }
         if !self.ep.peers_gone() {
             return Err(TryRecvError::Empty);

@@ -130,7 +130,13 @@ fn run(kind: Kind, capacity: u64, slot_size: usize, ops: Vec<Op>) -> Result<(), 
                     }
                     Ok(Err(e)) => {
                         prop_assert!(!full && data.len() > m.slot_size);
-                        prop_assert_eq!((e.len, e.max), (data.len(), m.slot_size));
+                        prop_assert_eq!(
+                            e,
+                            shmring::CommitError::TooLarge {
+                                len: data.len(),
+                                max: m.slot_size
+                            }
+                        );
                         if kind == Kind::Mpmc {
                             m.q.push_back(None); // the dropped claim leaves a skip marker
                         }

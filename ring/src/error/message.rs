@@ -36,6 +36,12 @@ pub enum Corruption {
     /// end, and what they held, are gone (this process now sees zeroes there instead of dying of
     /// `SIGBUS`; see `docs/safety.md`).
     Shrunk,
+    /// A page of the ring could not be allocated: the filesystem behind the POSIX object
+    /// (`/dev/shm`, a tmpfs) is full, or the memory cgroup's limit was hit. It happens only to
+    /// rings whose pages were not reserved when they were made (shmring reserves them; an older
+    /// or a foreign creator may not have). What was written to that page is lost; this process
+    /// sees zeroes there from then on, as for [`Shrunk`](Self::Shrunk).
+    OutOfSpace,
 }
 
 impl fmt::Display for Corruption {
@@ -59,6 +65,11 @@ impl fmt::Display for Corruption {
             ),
             Corruption::Shrunk => f.write_str(
                 "ring destroyed: the shared-memory object was truncated after this process mapped it",
+            ),
+            Corruption::OutOfSpace => f.write_str(
+                "ring unusable: a page of it could not be allocated (the shared-memory \
+                 filesystem, /dev/shm, is full, or the memory limit was hit); the message on \
+                 that page was not sent (`shmring doctor` shows the space)",
             ),
         }
     }
@@ -287,22 +298,31 @@ impl TryRecvError {
 
 impl std::error::Error for TryRecvError {}
 
-/// A commit longer than the slot. The claim was dropped: nothing was sent.
+/// Why a commit sent nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CommitError {
-    /// The length asked for.
-    pub len: usize,
-    /// The slot size.
-    pub max: usize,
+#[non_exhaustive]
+pub enum CommitError {
+    /// The length exceeds the slot. The claim was dropped: nothing was sent.
+    TooLarge {
+        /// The length asked for.
+        len: usize,
+        /// The slot size.
+        max: usize,
+    },
+    /// The message could not be made visible: the ring's memory was lost under it (see
+    /// [`Corruption::Shrunk`] and [`Corruption::OutOfSpace`]).
+    Corrupt(Corruption),
 }
 
 impl fmt::Display for CommitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "commit of {} bytes exceeds the slot size of {} bytes; nothing was sent",
-            self.len, self.max
-        )
+        match self {
+            CommitError::TooLarge { len, max } => write!(
+                f,
+                "commit of {len} bytes exceeds the slot size of {max} bytes; nothing was sent"
+            ),
+            CommitError::Corrupt(c) => write!(f, "{c}; nothing was sent"),
+        }
     }
 }
 

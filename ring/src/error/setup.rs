@@ -189,6 +189,27 @@ pub enum CreateError {
     AlreadyExists,
     /// The OS refused (the directory's or the key's permissions, or a policy).
     PermissionDenied,
+    /// The memory for the ring is not there: the filesystem behind POSIX shared memory
+    /// (`/dev/shm`, a tmpfs; 64 MiB by default in a Docker container) has less room than the
+    /// ring needs, or the memory limit was hit. Nothing is left behind.
+    NoSpace {
+        /// Bytes the ring needs.
+        needed: u64,
+        /// Bytes the filesystem had free when asked, if it could be asked.
+        available: Option<u64>,
+        /// Where the memory was to come from (`/dev/shm`, or "SysV shared memory").
+        place: String,
+    },
+    /// A System V limit refuses the segment: `sysctl` (for instance `kernel.shmmax`) is
+    /// `value`, and the ring needs `needed` bytes (or one more segment, for `kernel.shmmni`).
+    SysvLimit {
+        /// The limit, by its sysctl name.
+        sysctl: &'static str,
+        /// Its current value (bytes, pages for `kernel.shmall`, segments for `kernel.shmmni`).
+        value: u64,
+        /// Bytes the ring needs.
+        needed: u64,
+    },
     /// Another OS error.
     Io {
         /// The call that failed, as named in its man page.
@@ -206,8 +227,45 @@ impl fmt::Display for CreateError {
                 f.write_str("a segment with that name or key already exists")
             }
             CreateError::PermissionDenied => f.write_str("permission denied creating the segment"),
+            CreateError::NoSpace {
+                needed,
+                available,
+                place,
+            } => {
+                write!(
+                    f,
+                    "no space for the ring in {place}: it needs {}",
+                    mib(*needed)
+                )?;
+                if let Some(a) = available {
+                    write!(f, ", {} free", mib(*a))?;
+                }
+                f.write_str(
+                    " (make room with `shmring gc`, make a smaller ring, or give more: \
+                     `docker run --shm-size=…` or `--ipc=host`, a Kubernetes emptyDir with \
+                     medium: Memory; `shmring doctor` checks)",
+                )
+            }
+            CreateError::SysvLimit {
+                sysctl,
+                value,
+                needed,
+            } => write!(
+                f,
+                "System V limit: {sysctl} is {value}, the ring needs {needed} bytes \
+                 (raise it with `sysctl -w {sysctl}=…`, or use a POSIX ring)"
+            ),
             CreateError::Io { op, source } => write!(f, "{op} failed: {source}"),
         }
+    }
+}
+
+/// Bytes as MiB (or KiB below one MiB), for messages.
+fn mib(bytes: u64) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+    } else {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
     }
 }
 

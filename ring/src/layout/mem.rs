@@ -87,6 +87,10 @@ pub(crate) struct RingMem {
     /// the hot path reads anyway, rather than in a global; the ring handle registers the
     /// process and says whether it could.
     pub(crate) asymmetric: bool,
+    /// Set by the `SIGBUS` guard when a page of this mapping was lost (`segment::guard`): a
+    /// process-local flag, so checking it before a send reports success is one load.
+    #[cfg_attr(loom, allow(dead_code))] // heap memory is never guarded
+    fault: &'static raw::AtomicBool,
     cells: Cells,
     #[cfg(loom)]
     shadow: Shadow,
@@ -103,12 +107,18 @@ impl RingMem {
     /// # Safety
     /// `base` points at a header built by `init` or accepted by `validate` for `geo`, valid for
     /// `geo.total_size` bytes for as long as this value lives.
-    pub(crate) unsafe fn new(base: NonNull<u8>, geo: Geometry, asymmetric: bool) -> RingMem {
+    pub(crate) unsafe fn new(
+        base: NonNull<u8>,
+        geo: Geometry,
+        asymmetric: bool,
+        fault: &'static raw::AtomicBool,
+    ) -> RingMem {
         let slots = geo.capacity as usize;
         RingMem {
             base,
             geo,
             asymmetric,
+            fault,
             cells: Cells::new(slots),
             #[cfg(loom)]
             shadow: Shadow {
@@ -139,6 +149,24 @@ impl RingMem {
     #[inline]
     pub(crate) fn geometry(&self) -> &Geometry {
         &self.geo
+    }
+
+    /// Whether the `SIGBUS` guard replaced part of this mapping with zero pages: what this
+    /// process wrote since may never reach the segment. Checked by a producer after it publishes
+    /// and before it reports success. (Never under loom: heap memory is not guarded.)
+    #[inline(always)]
+    pub(crate) fn faulted(&self) -> bool {
+        #[cfg(loom)]
+        return false;
+        #[cfg(not(loom))]
+        {
+            // The flag is set by a signal handler running in this very thread, in the middle of
+            // one of the writes above: keep the compiler from moving the load before them.
+            crate::sync::compiler_fence(crate::sync::Ordering::SeqCst);
+            // Relaxed: set in this thread by the handler before the faulting write resumes;
+            // the fence orders the load after that write.
+            self.fault.load(crate::sync::Ordering::Relaxed)
+        }
     }
 
     #[inline]

@@ -126,8 +126,8 @@ impl Consumer {
         first: TryRecvError,
     ) -> Result<(u64, usize, usize), TryRecvError> {
         let shared = Arc::clone(self.ep.shared());
-        if shared.shrunk() {
-            return Err(TryRecvError::Corrupt(Corruption::Shrunk));
+        if let Some(c) = shared.lost() {
+            return Err(TryRecvError::Corrupt(c));
         }
         let mem = &shared.mem;
         if self.stall.due(shared.wait.liveness(), || uncommitted(mem))

@@ -114,8 +114,8 @@ impl Producer {
     #[inline(never)]
     fn full(&mut self, first: TryClaimError) -> Result<(u64, usize), TryClaimError> {
         let shared = Arc::clone(self.ep.shared());
-        if shared.shrunk() {
-            return Err(TryClaimError::Corrupt(Corruption::Shrunk));
+        if let Some(c) = shared.lost() {
+            return Err(TryClaimError::Corrupt(c));
         }
         let mem = &shared.mem;
         if self.stall.due(shared.wait.liveness(), || held(mem))
@@ -261,8 +261,8 @@ impl Producer {
         let slot = self.try_claim().map_err(|e| e.with_msg(msg))?;
         // SAFETY: `msg.len() <= slot_size` was checked above.
         unsafe { slot.producer.mem().write_payload(slot.idx, msg) };
-        slot.publish(msg.len() as u32);
-        Ok(())
+        slot.publish(msg.len() as u32)
+            .map_err(|c| TrySendError::Corrupt(msg, c))
     }
 
     /// Copies a plain-data value into the ring.
@@ -275,8 +275,8 @@ impl Producer {
         let slot = self.try_claim().map_err(|e| e.with_msg(value))?;
         // SAFETY: `size_of::<T>() <= slot_size` was checked above.
         unsafe { slot.producer.mem().write_value(slot.idx, value) };
-        slot.publish(size_of::<T>() as u32);
-        Ok(())
+        slot.publish(size_of::<T>() as u32)
+            .map_err(|c| TrySendError::Corrupt(value, c))
     }
 }
 
@@ -295,33 +295,43 @@ impl WriteSlot<'_> {
     /// Publishes the first `len` bytes of the slot as one message.
     ///
     /// # Errors
-    /// [`CommitError`] if `len` exceeds the slot size; the claim is then dropped, as if never
-    /// made, and nothing is sent.
+    /// [`CommitError::TooLarge`] if `len` exceeds the slot size (the claim is then dropped, as
+    /// if never made, and nothing is sent); [`CommitError::Corrupt`] if the ring's memory was
+    /// lost under the write (a page that could not be allocated, or a truncated object: the
+    /// message does not reach the segment).
     #[inline]
     pub fn commit(self, len: usize) -> Result<(), CommitError> {
         let max = self.producer.slot_size();
         if len > max {
-            return Err(CommitError { len, max });
+            return Err(CommitError::TooLarge { len, max });
         }
-        self.publish(len as u32);
-        Ok(())
+        self.publish(len as u32).map_err(CommitError::Corrupt)
     }
 
-    /// Stores the length and hands the slot to consumers.
+    /// Stores the length and hands the slot to consumers; the loss, if the write landed on a
+    /// page the `SIGBUS` guard had to replace (then nothing was sent).
     #[inline]
-    fn publish(mut self, len: u32) {
-        self.publish_in_place(len);
+    fn publish(mut self, len: u32) -> Result<(), Corruption> {
+        let result = self.publish_in_place(len);
+        // Published (or lost): its drop (the abort's skip marker) must not run.
         core::mem::forget(self);
+        result
     }
 
     #[inline]
-    fn publish_in_place(&mut self, len: u32) {
+    fn publish_in_place(&mut self, len: u32) -> Result<(), Corruption> {
         let mem = self.producer.mem();
         // End the write access before the Release store that publishes it.
         self.token.take();
         // Relaxed: published by the Release store of `seq` just below.
         mem.len(self.idx).store(len, Ordering::Relaxed);
         crash_point(Step::LengthWritten);
+        // A write above may have hit a page that could not be had (see `spsc`'s
+        // `publish_slot`): publish nothing, report the loss. The sequence word shares the
+        // slot's first 16 bytes with the length, so its store cannot fault on its own.
+        if mem.faulted() {
+            return Err(self.producer.ep.shared().fault());
+        }
         // Release: pairs with the Acquire load of `seq` in `Consumer::claim`: the payload and
         // length are visible to the consumer that sees `pos + 1`.
         mem.seq(self.idx)
@@ -332,6 +342,7 @@ impl WriteSlot<'_> {
         // again: cursors never repeat), and our next claim overwrites it. Not clearing it saves
         // a store per message.
         wait::notify(mem, Side::Data);
+        Ok(())
     }
 }
 
@@ -341,7 +352,8 @@ impl Drop for WriteSlot<'_> {
             return; // a loom model killed this "process" mid-publish: it does nothing more
         }
         // Aborted: publish a skip marker so the cursor is not lost to the consumers.
-        self.publish_in_place(SKIP);
+        // (A loss is reported by the next call: there is nobody to tell here.)
+        let _ = self.publish_in_place(SKIP);
     }
 }
 

@@ -5,10 +5,14 @@
 //! that impossible (memfd seals do not apply to `shm_open` objects), so it contains it, the way
 //! Wayland compositors guard client buffers: a `SIGBUS` handler that, when the faulting address
 //! lies in a guarded mapping, maps private zero pages over the rest of that mapping and returns.
-//! The faulting access then completes on a zero page, the mapping is marked *tripped*, and every
-//! endpoint's next slow-path call (a full or empty ring, a liveness check) reports
-//! [`Corruption::Shrunk`](crate::Corruption::Shrunk). Zeroes are values the algorithms already
-//! validate as hostile input, so nothing between the fault and that report can go out of bounds.
+//! The faulting access then completes on a zero page, the mapping is marked *tripped*, a send or
+//! commit that wrote onto it reports the loss instead of success, and every endpoint's next
+//! slow-path call (a full or empty ring, a liveness check) reports
+//! [`Corruption::Shrunk`](crate::Corruption::Shrunk), or
+//! [`Corruption::OutOfSpace`](crate::Corruption::OutOfSpace) when the object still has its size
+//! (a page could not be allocated: the filesystem is full). Zeroes are values the algorithms
+//! already validate as hostile input, so nothing between the fault and that report can go out of
+//! bounds.
 //!
 //! A fault outside every guarded mapping is passed to the handler that was installed before
 //! ours, or, if that was the default, re-raised with the default action: the process dies of
@@ -76,12 +80,22 @@ pub(crate) fn guard(base: NonNull<u8>, len: usize) -> Option<Guard> {
 }
 
 impl Guard {
-    /// Whether a fault in this mapping was contained: the object was shrunk under us.
+    /// Whether a fault in this mapping was contained: the object was shrunk under us, or a
+    /// page of it could not be allocated.
     pub(crate) fn tripped(&self) -> bool {
         // Acquire: pairs with the handler's Release store.
         TABLE[self.0].tripped.load(Ordering::Acquire)
     }
+
+    /// The flag [`tripped`](Self::tripped) reads, for a hot path that checks it with one load.
+    /// Valid while this guard lives (the entry is reused after).
+    pub(crate) fn flag(&self) -> &'static AtomicBool {
+        &TABLE[self.0].tripped
+    }
 }
+
+/// The flag of an unguarded mapping: never set.
+pub(crate) static NEVER: AtomicBool = AtomicBool::new(false);
 
 impl Drop for Guard {
     fn drop(&mut self) {

@@ -24,7 +24,8 @@ pub(crate) mod sysv;
 use core::ptr::NonNull;
 use std::path::PathBuf;
 
-use crate::error::{ConfigError, OsError, RemoveError};
+use crate::error::{ConfigError, Corruption, OsError, RemoveError};
+use crate::sync::raw::AtomicBool;
 
 /// Which memory a ring lives in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,9 +185,39 @@ impl Segment {
         (r == 0).then_some(Resident { page, vec })
     }
 
-    /// Whether the object was shrunk under this mapping (a `SIGBUS` was contained; `guard`).
+    /// Whether a `SIGBUS` in this mapping was contained (`guard`): the object was shrunk under
+    /// us, or a page of it could not be allocated.
     pub(crate) fn tripped(&self) -> bool {
         self.guard.as_ref().is_some_and(guard::Guard::tripped)
+    }
+
+    /// The flag [`tripped`](Self::tripped) reads, for the one-load check on the send path; a
+    /// flag that is never set for an unguarded mapping. Valid while this segment lives.
+    pub(crate) fn fault_flag(&self) -> &'static AtomicBool {
+        self.guard
+            .as_ref()
+            .map_or(&guard::NEVER, guard::Guard::flag)
+    }
+
+    /// What a contained fault means, if one happened: the object is still as long as the
+    /// mapping (so a page could not be allocated: [`Corruption::OutOfSpace`]), or it is shorter,
+    /// gone or replaced ([`Corruption::Shrunk`]).
+    #[cold]
+    pub(crate) fn lost(&self) -> Option<Corruption> {
+        if !self.tripped() {
+            return None;
+        }
+        let whole = match &self.kind {
+            Kind::Posix { name, id } => {
+                posix::size_of(name, *id).is_some_and(|size| size >= self.len as u64)
+            }
+            _ => false,
+        };
+        Some(if whole {
+            Corruption::OutOfSpace
+        } else {
+            Corruption::Shrunk
+        })
     }
 
     fn should_remove(&self) -> bool {

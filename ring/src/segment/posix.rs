@@ -2,12 +2,17 @@
 //!
 //! A new object gets its caller's identifying prefix (`pwrite`) *before* it is sized, so at no
 //! instant does an object of ours hold bytes without it: a tool that finds a half-made object
-//! can tell it from someone else's. Every mapping remembers the object's device and inode, so a
+//! can tell it from someone else's. It is then sized with `fallocate`, which reserves every page
+//! in the filesystem (tmpfs): a full `/dev/shm` refuses the ring at create
+//! (`CreateError::NoSpace`) instead of killing a later sender with `SIGBUS` and losing the
+//! messages it was told were sent. Where the filesystem cannot reserve (`EOPNOTSUPP`), it falls
+//! back to `ftruncate`, and the pages come as they are touched (the `SIGBUS` guard then reports
+//! a page that cannot be had). Every mapping remembers the object's device and inode, so a
 //! removal can check that the name still refers to the object it means (`unlink_if_same`).
 
 use core::num::NonZeroUsize;
 use core::ptr::NonNull;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -116,7 +121,14 @@ pub(crate) fn create(
         // Leave nothing half-made behind.
         let _ = mman::shm_unlink(name);
     }
-    let (base, id) = built?;
+    let (base, id) = built.map_err(|e| match e.source.raw_os_error() {
+        Some(libc::ENOSPC | libc::ENOMEM) if e.op == "fallocate" => CreateError::NoSpace {
+            needed: len as u64,
+            available: free_bytes(),
+            place: SHM_DIR.to_owned(),
+        },
+        _ => e.into(),
+    })?;
     Ok(Segment {
         base,
         len,
@@ -139,9 +151,43 @@ fn size_and_map(
     stat::fchmod(fd, Mode::from_bits_truncate(opts.mode)).map_err(|e| OsError::new("fchmod", e))?;
     pwrite_all(fd, prefix)?;
     let size = i64::try_from(len).map_err(|_| OsError::new("ftruncate", Errno::EFBIG))?;
-    nix::unistd::ftruncate(fd, size).map_err(|e| OsError::new("ftruncate", e))?;
+    reserve(fd, size)?;
     let (_, id) = object_stat(fd)?;
     Ok((mmap(fd, len, opts)?, id))
+}
+
+/// Sizes the object to `size` bytes with every page allocated (`fallocate(2)`, mode 0), or,
+/// where the filesystem cannot reserve, with `ftruncate(2)` (pages then come on first touch).
+fn reserve(fd: &OwnedFd, size: i64) -> Result<(), OsError> {
+    loop {
+        // SAFETY: fallocate takes a descriptor we own and plain integers.
+        if unsafe { libc::fallocate(fd.as_raw_fd(), 0, 0, size) } == 0 {
+            return Ok(());
+        }
+        match Errno::last() {
+            Errno::EINTR => {}
+            Errno::EOPNOTSUPP | Errno::ENOSYS => {
+                return nix::unistd::ftruncate(fd, size).map_err(|e| OsError::new("ftruncate", e));
+            }
+            e => return Err(OsError::new("fallocate", e)),
+        }
+    }
+}
+
+/// Where glibc and musl keep POSIX shared-memory objects.
+pub(crate) const SHM_DIR: &str = "/dev/shm";
+
+/// Free bytes in [`SHM_DIR`] for an unprivileged writer (`statvfs(3)`), if it can be asked.
+pub(crate) fn free_bytes() -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(SHM_DIR).ok()?;
+    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
+/// The size of the object `name` refers to, if it is still the object `id`.
+pub(crate) fn size_of(name: &str, id: ObjectId) -> Option<u64> {
+    let fd = mman::shm_open(name, OFlag::O_RDONLY, Mode::empty()).ok()?;
+    let (len, now) = object_stat(&fd).ok()?;
+    (now == id).then_some(len as u64)
 }
 
 /// `pwrite(2)` of all of `bytes` at offset 0.

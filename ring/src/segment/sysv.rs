@@ -105,7 +105,7 @@ pub(crate) fn create(
     if opts.huge_pages {
         flags |= libc::SHM_HUGETLB;
     }
-    let id = shmget(key, len, flags).map_err(|e| OsError::new("shmget", e))?;
+    let id = shmget(key, len, flags).map_err(|e| limit(e, len))?;
     match shmat(id) {
         Ok(base) => {
             if opts.populate {
@@ -176,6 +176,11 @@ pub(crate) struct Listed {
 /// Every keyed segment (key 0, `IPC_PRIVATE`, has no name to find it by), from
 /// `/proc/sysvipc/shm`.
 pub(crate) fn list() -> Vec<Listed> {
+    list_all().into_iter().filter(|l| l.key != 0).collect()
+}
+
+/// Every segment this process can see, private ones too.
+pub(crate) fn list_all() -> Vec<Listed> {
     let Ok(text) = std::fs::read_to_string("/proc/sysvipc/shm") else {
         return Vec::new();
     };
@@ -184,13 +189,12 @@ pub(crate) fn list() -> Vec<Listed> {
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
             // key shmid perms size cpid lpid nattch ...
-            let listed = Listed {
+            Some(Listed {
                 key: f.first()?.parse().ok()?,
                 id: f.get(1)?.parse().ok()?,
                 bytes: f.get(3)?.parse().ok()?,
                 attached: f.get(6)?.parse().ok()?,
-            };
-            (listed.key != 0).then_some(listed)
+            })
         })
         .collect()
 }
@@ -211,6 +215,46 @@ pub(crate) fn peek<const N: usize>(id: i32) -> Result<([u8; N], usize), OpenErro
     // SAFETY: `p` came from shmat just above and nothing references it any more.
     unsafe { libc::shmdt(p) };
     Ok((bytes, n))
+}
+
+/// What a failed `shmget` of `len` new bytes means: a System V limit by its sysctl name and
+/// value (`EINVAL` past `shmmax`, `ENOSPC` past `shmmni` segments or `shmall` pages), no memory
+/// (`ENOMEM`), or another error.
+fn limit(e: Errno, len: usize) -> CreateError {
+    let sysctl = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let needed = len as u64;
+    let found = match e {
+        Errno::EINVAL => sysctl("shmmax")
+            .filter(|&max| needed > max)
+            .map(|value| ("kernel.shmmax", value)),
+        Errno::ENOSPC => {
+            let segments = list_all().len() as u64;
+            match sysctl("shmmni") {
+                Some(value) if segments >= value => Some(("kernel.shmmni", value)),
+                _ => sysctl("shmall").map(|value| ("kernel.shmall", value)),
+            }
+        }
+        Errno::ENOMEM => {
+            return CreateError::NoSpace {
+                needed,
+                available: None,
+                place: "System V shared memory (RAM, or the memory cgroup's limit)".into(),
+            };
+        }
+        _ => None,
+    };
+    match found {
+        Some((sysctl, value)) => CreateError::SysvLimit {
+            sysctl,
+            value,
+            needed,
+        },
+        None => OsError::new("shmget", e).into(),
+    }
 }
 
 /// `madvise(MADV_WILLNEED)` cannot populate shared anonymous-backed SysV memory, so touch one

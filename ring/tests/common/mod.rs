@@ -253,3 +253,83 @@ pub fn xorshift(x: &mut u64) -> u64 {
     *x ^= *x << 17;
     *x
 }
+
+/// The environment variable that marks a re-executed test binary (`rerun`).
+const CHILD: &str = "SHMRING_TEST_CHILD";
+
+/// Whether this process is the child `rerun` started for `test`.
+pub fn in_child(test: &str) -> bool {
+    std::env::var(CHILD).as_deref() == Ok(test)
+}
+
+/// Runs the test `test` again in a child: this test binary, re-executed with `--exact test`
+/// and [`in_child`] true there, killed after `limit`. Returns its exit status and output. For
+/// tests that must change what a process cannot undo (namespaces, mounts, users).
+pub fn rerun(test: &str, limit: Duration) -> std::process::Output {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD, test)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("watchdog: the child of {test} still ran after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// In a child: this thread gets a private mount namespace whose `/dev/shm` is a fresh tmpfs of
+/// `size` (a mount option, such as `1m`), and a private IPC namespace. `Err` says why not (not
+/// root, or no namespaces here), for the test to skip with.
+pub fn private_dev_shm(size: &str) -> Result<(), String> {
+    let err = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+    // SAFETY: plain system calls with valid, NUL-terminated arguments.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWIPC) != 0 {
+            return Err(err("unshare(CLONE_NEWNS | CLONE_NEWIPC)"));
+        }
+        // Nothing mounted here may propagate back to the host.
+        if libc::mount(
+            c"none".as_ptr(),
+            c"/".as_ptr(),
+            core::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            core::ptr::null(),
+        ) != 0
+        {
+            return Err(err("mount --make-rprivate /"));
+        }
+        let opts = std::ffi::CString::new(format!("size={size},mode=1777")).unwrap();
+        if libc::mount(
+            c"tmpfs".as_ptr(),
+            c"/dev/shm".as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            opts.as_ptr().cast(),
+        ) != 0
+        {
+            return Err(err("mount tmpfs on /dev/shm"));
+        }
+    }
+    Ok(())
+}
+
+/// The parent's side of a namespace test: passes if the child passed or skipped (printing
+/// why), fails with the child's output otherwise.
+pub fn expect_child(test: &str, out: &std::process::Output) {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{test} (child): {text}");
+    if let Some(line) = text.lines().find(|l| l.starts_with("skipped:")) {
+        eprintln!("{test}: {line}");
+    }
+}
