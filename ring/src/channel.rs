@@ -490,3 +490,21 @@ impl Deref for ReadSlot<'_> {
         dispatch!(&self.0, ReadFlavor, s => s)
     }
 }
+
+impl<'a> ReadSlot<'a> {
+    /// Puts the message back if the ring can: SPSC can (the next receive returns it again,
+    /// [`spsc::ReadSlot::unread`]); MPMC cannot (other consumers have moved past it), and hands
+    /// the guard back, to be dropped (the message is then consumed) or kept.
+    ///
+    /// # Errors
+    /// The guard itself, on an MPMC ring.
+    pub fn try_unread(self) -> Result<(), ReadSlot<'a>> {
+        match self.0 {
+            ReadFlavor::Spsc(s) => {
+                s.unread();
+                Ok(())
+            }
+            mpmc => Err(ReadSlot(mpmc)),
+        }
+    }
+}

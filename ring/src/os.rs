@@ -59,6 +59,25 @@ pub(crate) unsafe fn futex_wake(word: *const u32) {
     }
 }
 
+/// Whether `futex(2)` is there: a `FUTEX_WAKE` of a word nobody waits on fails only with
+/// `ENOSYS` (no such call, or a seccomp filter that says so).
+pub(crate) fn futex_available() -> bool {
+    let word = 0u32;
+    // SAFETY: `word` is a live, aligned u32 for the whole call; FUTEX_WAKE does not access it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            &raw const word,
+            libc::FUTEX_WAKE,
+            1,
+            ptr::null::<libc::timespec>(),
+            ptr::null::<u32>(),
+            0u32,
+        )
+    };
+    r >= 0 || nix::errno::Errno::last() != nix::errno::Errno::ENOSYS
+}
+
 /// `membarrier(cmd, 0, 0)`; whether it succeeded.
 pub(crate) fn membarrier(cmd: libc::c_int) -> bool {
     // SAFETY: membarrier takes no pointers; the kernel checks any command value.
@@ -208,6 +227,17 @@ pub(crate) fn pid_max() -> u32 {
         .unwrap_or(PID_MAX_LIMIT)
 }
 
+/// The login name of `uid`, from `/etc/passwd` (no NSS: a user known only to LDAP reads as
+/// unknown).
+pub(crate) fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut f = line.split(':');
+        let name = f.next()?;
+        (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +257,6 @@ mod tests {
         assert!(kill_probe(getpid()));
         assert!(!kill_probe(u32::MAX));
         assert!(pid_max() >= 2);
+        assert_eq!(user_name(0).as_deref(), Some("root"));
     }
 }

@@ -731,6 +731,26 @@ impl Deref for ReadSlot<'_> {
     }
 }
 
+impl ReadSlot<'_> {
+    /// Puts the message back instead of consuming it: the next receive returns it again (the
+    /// consumer cursor did not move). For a reader that could not deliver what it read.
+    ///
+    /// # Examples
+    /// ```
+    /// let ring = shmring::Ring::builder().spsc().capacity(4).slot_size(8).heap().create()?;
+    /// let (mut tx, mut rx) = (ring.spsc_producer()?, ring.spsc_consumer()?);
+    /// tx.try_send(b"again")?;
+    /// rx.try_read()?.unread();
+    /// assert_eq!(&*rx.try_read()?, b"again");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn unread(mut self) {
+        // End the read access; nothing is released.
+        self.token.take();
+        core::mem::forget(self);
+    }
+}
+
 impl Drop for ReadSlot<'_> {
     fn drop(&mut self) {
         // End the read access before the Release store that hands the slot back.

@@ -1,19 +1,23 @@
 //! `shmring`: find, inspect, check, create, remove and garbage-collect shmring segments, and
 //! pipe lines (or framed records) through rings from the shell.
 //!
-//! Exit status: 0 success; 1 the operation failed (or `check` found a broken invariant); 2 bad
-//! arguments, or a segment that is missing, foreign, corrupt or not accessible; 3 `recv` ended
-//! as documented but messages were lost to producers that died mid-send (each reported on
-//! stderr).
+//! Exit status: 0 success; 1 the operation failed (or `check` found a broken invariant, or
+//! `doctor` a problem); 2 bad arguments, or a segment that is missing, foreign, corrupt or not
+//! accessible; 3 `recv` ended as documented but messages were lost to producers that died
+//! mid-send (each reported on stderr); 141 the reader of standard output went away (a closed
+//! pipe ends the command quietly, as it ends coreutils).
+//!
+//! Every error is one line on standard error. Nothing panics on a closed or full standard
+//! output, and `recv` consumes a message only once it was written out.
 
 mod show;
 
-use std::io::{self, BufRead, BufWriter, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use shmring::{Backing, Cleanup, CreateError, Kind, RecvError, Ring, SysvKey, TryRecvError};
+use shmring::{Backing, Cleanup, CreateError, Kind, RecvError, Ring, SysvKey, TrySendError};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -26,7 +30,8 @@ Examples:
   shmring gc                                                # what is stale (dry run)
   shmring gc --force                                        # remove it
   shmring rm /jobs
-  shmring inspect --sysv 0x5348                             # a System V ring by key";
+  shmring inspect --sysv 0x5348                             # a System V ring by key
+  shmring doctor                                            # what would break shared memory here";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -42,6 +47,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Check what breaks shared-memory IPC on this host or in this container, and say what to
+    /// do: /dev/shm (size, free space, mode), namespaces, System V limits, futex, membarrier,
+    /// stale segments. Exit 0 when healthy, 1 with one line per problem.
+    Doctor,
     /// List rings: POSIX segments that carry the shmring magic, and System V segments.
     Ls {
         /// Print JSON instead of a table.
@@ -111,7 +120,9 @@ enum Command {
     ///
     /// A message lost to an MPMC producer that died between claiming and committing it is
     /// reported on stderr ("message N was lost ..."), and receiving goes on; the exit status is
-    /// then 3 instead of 0.
+    /// then 3 instead of 0. A message is consumed only once it was written out: if standard
+    /// output fails, an SPSC ring keeps it for the next reader (MPMC cannot put a message back:
+    /// it is reported lost).
     Recv {
         #[command(flatten)]
         target: Target,
@@ -178,27 +189,46 @@ fn timeout(secs: Option<f64>) -> Result<Option<Duration>, Failure> {
 /// An error and the exit status it maps to.
 #[derive(Debug)]
 struct Failure {
-    message: String,
+    /// One line, or none (a closed standard output ends the command quietly).
+    message: Option<String>,
     code: u8,
 }
 
 impl Failure {
     fn usage(message: impl Into<String>) -> Failure {
         Failure {
-            message: message.into(),
+            message: Some(message.into()),
             code: 2,
         }
     }
 
     fn failed(message: impl Into<String>) -> Failure {
         Failure {
-            message: message.into(),
+            message: Some(message.into()),
             code: 1,
         }
     }
 
     fn open(what: &Backing, e: impl std::fmt::Display) -> Failure {
-        Failure::usage(format!("{}: {e}", show::backing(what)))
+        Failure::usage(format!("{what}: {e}"))
+    }
+
+    /// A write to standard output failed: quietly for a reader that went away, one line else.
+    fn output(e: io::Error) -> Failure {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            Failure {
+                message: None,
+                code: 128 + libc::SIGPIPE as u8,
+            }
+        } else {
+            Failure::failed(format!("writing standard output: {e}"))
+        }
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Failure {
+        Failure::output(e)
     }
 }
 
@@ -211,49 +241,84 @@ fn open(target: &Target) -> Result<Ring, Failure> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli.command) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage(&e),
+    };
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let result = run(cli.command, &mut out).and_then(|code| {
+        out.flush()?;
+        Ok(code)
+    });
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            eprintln!("shmring: {}", f.message);
+            if let Some(message) = f.message {
+                eprintln!("shmring: {message}");
+            }
             ExitCode::from(f.code)
         }
     }
 }
 
-fn run(command: Command) -> Result<u8, Failure> {
+/// A command line clap refused, in one line with a hint (help and version are printed whole).
+fn usage(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::from(e.exit_code() as u8);
+    }
+    let text = e.render().to_string();
+    // The error and its context, up to the first blank line (usage and tips follow it).
+    let line = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let line = line.strip_prefix("error: ").unwrap_or(&line);
+    eprintln!("shmring: {line}; try 'shmring --help'");
+    ExitCode::from(2)
+}
+
+fn run(command: Command, out: &mut dyn Write) -> Result<u8, Failure> {
     match command {
+        Command::Doctor => doctor(out),
         Command::Ls { json } => {
-            show::list(&shmring::admin::list(), json);
+            show::list(out, &shmring::admin::list(), json)?;
             Ok(0)
         }
         Command::Inspect { target, json } => {
             let ring = open(&target)?;
-            show::inspect(&target.backing(), &ring, json);
+            show::inspect(out, &target.backing(), &ring, json)?;
             Ok(0)
         }
         Command::Check { target } => {
             let ring = open(&target)?;
             let findings = ring.check();
             for f in &findings {
-                println!("{f}");
+                writeln!(out, "{f}")?;
             }
             let errors = findings.iter().filter(|f| f.error).count();
             if errors == 0 {
                 let s = ring.status();
-                println!(
+                writeln!(
+                    out,
                     "{}: consistent ({} {} slots, {} message(s) in flight)",
-                    show::backing(&target.backing()),
+                    target.backing(),
                     s.capacity,
                     s.kind,
                     s.len()
-                );
+                )?;
                 Ok(0)
             } else {
-                println!(
-                    "{}: {errors} broken invariant(s)",
-                    show::backing(&target.backing())
-                );
+                writeln!(out, "{}: {errors} broken invariant(s)", target.backing())?;
                 Ok(1)
             }
         }
@@ -266,9 +331,12 @@ fn run(command: Command) -> Result<u8, Failure> {
                 .map(|r| r.endpoints().iter().filter(|e| e.alive).count())
                 .unwrap_or(0);
             shmring::remove(&backing).map_err(|e| Failure::open(&backing, e))?;
-            println!("removed {}", show::backing(&backing));
+            writeln!(out, "removed {backing}")?;
             if live > 0 {
-                println!("({live} live endpoint(s) keep their mapping until they detach)");
+                writeln!(
+                    out,
+                    "({live} live endpoint(s) keep their mapping until they detach)"
+                )?;
             }
             Ok(0)
         }
@@ -283,7 +351,7 @@ fn run(command: Command) -> Result<u8, Failure> {
                 (Some(p), Backing::Posix(name)) => name.starts_with(p.as_str()),
                 (Some(_), _) => false,
             });
-            show::gc(&verdicts, force, json);
+            show::gc(out, &verdicts, force, json)?;
             let failed = verdicts.iter().any(|v| matches!(v.removed, Some(Err(_))));
             Ok(u8::from(failed))
         }
@@ -305,16 +373,16 @@ fn run(command: Command) -> Result<u8, Failure> {
                 .create()
                 .map_err(|e| match e {
                     CreateError::Config(c) => Failure::usage(c.to_string()),
-                    e => Failure::failed(format!("{}: {e}", show::backing(&backing))),
+                    e => Failure::failed(format!("{backing}: {e}")),
                 })?;
-            println!(
-                "created {}: {}, capacity {}, slot size {} B, {} bytes",
-                show::backing(&backing),
+            writeln!(
+                out,
+                "created {backing}: {}, capacity {}, slot size {} B, {} bytes",
                 ring.kind(),
                 ring.capacity(),
                 ring.slot_size(),
                 ring.segment_size()
-            );
+            )?;
             Ok(0)
         }
         Command::Send {
@@ -332,7 +400,71 @@ fn run(command: Command) -> Result<u8, Failure> {
             timeout: t,
         } => {
             let t = timeout(t)?;
-            recv(&open(&target)?, raw, count, t)
+            recv(&open(&target)?, out, raw, count, t)
+        }
+    }
+}
+
+fn doctor(out: &mut dyn Write) -> Result<u8, Failure> {
+    use shmring::admin::Health;
+    let checks = shmring::admin::doctor();
+    let mut problems = 0;
+    for c in &checks {
+        let tag = match c.health {
+            Health::Ok => "ok     ",
+            Health::Note => "note   ",
+            Health::Problem => {
+                problems += 1;
+                "PROBLEM"
+            }
+        };
+        writeln!(out, "{tag} {}: {}", c.topic, c.message)?;
+    }
+    if problems > 0 {
+        return Err(Failure::failed(format!(
+            "{problems} problem(s) found (the lines marked PROBLEM say what to do)"
+        )));
+    }
+    Ok(0)
+}
+
+/// What one read of an input line found.
+enum Line {
+    /// The end of the input.
+    End,
+    /// A line (without its newline) in the buffer.
+    Got,
+    /// A line longer than the limit, this many bytes long (counted, not kept).
+    TooLong(u64),
+}
+
+/// Reads one line into `msg`, keeping at most `max` bytes: a longer line is counted to its end
+/// without being held, so memory stays bounded whatever the input.
+fn read_line(input: &mut impl BufRead, msg: &mut Vec<u8>, max: usize) -> io::Result<Line> {
+    msg.clear();
+    let mut seen = false;
+    let mut long: Option<u64> = None;
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(match (long, seen) {
+                (Some(n), _) => Line::TooLong(n),
+                (None, true) => Line::Got,
+                (None, false) => Line::End,
+            });
+        }
+        seen = true;
+        let newline = buf.iter().position(|&b| b == b'\n');
+        let take = newline.unwrap_or(buf.len());
+        match &mut long {
+            Some(n) => *n += take as u64,
+            None if msg.len() + take > max => long = Some((msg.len() + take) as u64),
+            None => msg.extend_from_slice(&buf[..take]),
+        }
+        let used = take + usize::from(newline.is_some());
+        input.consume(used);
+        if newline.is_some() {
+            return Ok(long.map_or(Line::Got, Line::TooLong));
         }
     }
 }
@@ -344,24 +476,30 @@ fn send(ring: &Ring, raw: bool, timeout: Option<Duration>) -> Result<u8, Failure
     let max = ring.slot_size();
     let mut input = io::stdin().lock();
     let mut msg = Vec::new();
+    let what = if raw { "record" } else { "line" };
     for n in 1u64.. {
-        msg.clear();
         let got = if raw {
             read_frame(&mut input, &mut msg, max)
                 .map_err(|e| Failure::failed(format!("record {n}: {e}")))?
         } else {
-            let read = input
-                .read_until(b'\n', &mut msg)
-                .map_err(|e| Failure::failed(format!("reading stdin: {e}")))?;
-            if msg.last() == Some(&b'\n') {
-                msg.pop();
+            match read_line(&mut input, &mut msg, max)
+                .map_err(|e| Failure::failed(format!("reading standard input: {e}")))?
+            {
+                Line::End => false,
+                Line::Got => true,
+                Line::TooLong(len) => {
+                    let e = TrySendError::TooLarge {
+                        msg: (),
+                        len: len as usize,
+                        max,
+                    };
+                    return Err(Failure::failed(format!("{what} {n} ({len} bytes): {e}")));
+                }
             }
-            read > 0
         };
         if !got {
             return Ok(0);
         }
-        let what = if raw { "record" } else { "line" };
         let sent = match timeout {
             None => tx.send(&msg),
             Some(d) => tx.send_timeout(&msg, d),
@@ -390,8 +528,22 @@ fn read_frame(input: &mut impl Read, msg: &mut Vec<u8>, max: usize) -> io::Resul
     Ok(true)
 }
 
+/// Whether standard output is a pipe or socket whose reader has gone (`poll` says `POLLERR`
+/// or `POLLHUP`): an MPMC `recv` looks before it takes a message it could not put back.
+fn stdout_gone() -> bool {
+    let mut fds = [libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: libc::POLLOUT,
+        revents: 0,
+    }];
+    // SAFETY: one valid pollfd, no wait.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
+    n > 0 && fds[0].revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
 fn recv(
     ring: &Ring,
+    out: &mut dyn Write,
     raw: bool,
     count: Option<u64>,
     timeout: Option<Duration>,
@@ -399,65 +551,58 @@ fn recv(
     let mut rx = ring
         .consumer()
         .map_err(|e| Failure::failed(e.to_string()))?;
-    let mut out = BufWriter::new(io::stdout().lock());
-    let mut buf = vec![0u8; ring.slot_size()];
-    let mut received = 0u64;
-    let mut lost = 0u64;
+    let mpmc = rx.kind() == Kind::Mpmc;
+    let (mut received, mut lost) = (0u64, 0u64);
     while count.is_none_or(|c| received < c) {
-        // Drain without blocking; flush before every wait, so a pipeline sees each burst.
-        let n = match rx.try_recv(&mut buf) {
-            Ok(n) => n,
-            Err(TryRecvError::Empty | TryRecvError::Pending) => {
-                out.flush().map_err(write_failed)?;
-                let r = match timeout {
-                    None => rx.recv(&mut buf),
-                    Some(d) => rx.recv_timeout(&mut buf, d),
-                };
-                match r {
-                    Ok(n) => n,
-                    Err(RecvError::Disconnected) => break,
-                    Err(e @ RecvError::Abandoned { .. }) => {
-                        lost += 1;
-                        eprintln!("shmring: {e}");
-                        continue;
-                    }
-                    Err(RecvError::Timeout) => {
-                        out.flush().map_err(write_failed)?;
-                        return Err(Failure::failed(format!(
-                            "no message within {:?} ({received} received)",
-                            timeout.unwrap_or_default()
-                        )));
-                    }
-                    Err(e) => return Err(Failure::failed(e.to_string())),
-                }
-            }
-            Err(TryRecvError::Disconnected) => break,
+        if mpmc && stdout_gone() {
+            return Err(Failure::output(io::ErrorKind::BrokenPipe.into()));
+        }
+        let read = match timeout {
+            None => rx.read(),
+            Some(d) => rx.read_timeout(d),
+        };
+        let message = match read {
+            Ok(m) => m,
+            Err(RecvError::Disconnected) => break,
             // The loss is reported and the next call returns the next message.
-            Err(e @ TryRecvError::Abandoned { .. }) => {
+            Err(e @ RecvError::Abandoned { .. }) => {
                 lost += 1;
                 eprintln!("shmring: {e}");
                 continue;
             }
+            Err(RecvError::Timeout) => {
+                return Err(Failure::failed(format!(
+                    "no message within {:?} ({received} received)",
+                    timeout.unwrap_or_default()
+                )));
+            }
             Err(e) => return Err(Failure::failed(e.to_string())),
         };
-        if raw {
-            out.write_all(&(n as u32).to_le_bytes())
-                .map_err(write_failed)?;
-            out.write_all(&buf[..n]).map_err(write_failed)?;
+        // Written out (and flushed) before it is released: a message is consumed only once it
+        // reached standard output.
+        let written = if raw {
+            out.write_all(&(message.len() as u32).to_le_bytes())
+                .and_then(|()| out.write_all(&message))
         } else {
-            out.write_all(&buf[..n]).map_err(write_failed)?;
-            out.write_all(b"\n").map_err(write_failed)?;
+            out.write_all(&message).and_then(|()| out.write_all(b"\n"))
         }
+        .and_then(|()| out.flush());
+        if let Err(e) = written {
+            if message.try_unread().is_err() {
+                eprintln!(
+                    "shmring: message {} was taken from the ring but could not be written out; \
+                     it is lost (an MPMC ring cannot take a message back)",
+                    received + lost + 1
+                );
+            }
+            return Err(Failure::output(e));
+        }
+        drop(message);
         received += 1;
     }
-    out.flush().map_err(write_failed)?;
     if lost > 0 {
         eprintln!("shmring: {received} message(s) received, {lost} lost to dead producers");
         return Ok(3);
     }
     Ok(0)
-}
-
-fn write_failed(e: io::Error) -> Failure {
-    Failure::failed(format!("writing stdout: {e}"))
 }

@@ -1,20 +1,14 @@
 //! Text and JSON renderings of what the library reports.
 
+use std::io::{self, Write};
+
 use serde_json::{Value, json};
 use shmring::admin::{Entry, Status, Verdict};
-use shmring::{Backing, EndpointInfo, Ring, SysvKey};
+use shmring::{Backing, EndpointInfo, Ring};
 
-/// `/name` or `sysv:0x…`.
+/// `/name` or `sysv:0x…` (the library's `Display` of a backing).
 pub(crate) fn backing(b: &Backing) -> String {
-    match b {
-        Backing::Posix(name) if name.starts_with('/') => name.clone(),
-        Backing::Posix(name) => format!("/{name}"),
-        Backing::SysV(SysvKey::Key(k)) => format!("sysv:{:#x}", *k as u32),
-        Backing::SysV(SysvKey::Path { path, proj_id }) => {
-            format!("sysv:ftok({}, {proj_id})", path.display())
-        }
-        other => format!("{other:?}"),
-    }
+    b.to_string()
 }
 
 fn role(e: &EndpointInfo) -> &'static str {
@@ -70,7 +64,7 @@ fn endpoints_text(s: &Status) -> String {
         .join(", ")
 }
 
-pub(crate) fn list(entries: &[Entry], as_json: bool) {
+pub(crate) fn list(out: &mut dyn Write, entries: &[Entry], as_json: bool) -> io::Result<()> {
     if as_json {
         let rows: Vec<Value> = entries
             .iter()
@@ -81,17 +75,18 @@ pub(crate) fn list(entries: &[Entry], as_json: bool) {
                 }
             })
             .collect();
-        println!("{}", Value::Array(rows));
-        return;
+        writeln!(out, "{}", Value::Array(rows))?;
+        return Ok(());
     }
     if entries.is_empty() {
-        println!("no shmring segments");
-        return;
+        writeln!(out, "no shmring segments")?;
+        return Ok(());
     }
-    println!(
+    writeln!(
+        out,
         "{:<32} {:<5} {:>10} {:>9} {:>16}  endpoints",
         "name", "kind", "capacity", "slot", "fill"
-    );
+    )?;
     for e in entries {
         match &e.ring {
             Ok(r) => {
@@ -102,7 +97,8 @@ pub(crate) fn list(entries: &[Entry], as_json: bool) {
                     s.capacity,
                     100.0 * s.len() as f64 / s.capacity as f64
                 );
-                println!(
+                writeln!(
+                    out,
                     "{:<32} {:<5} {:>10} {:>9} {:>16}  {}",
                     backing(&e.backing),
                     s.kind.to_string(),
@@ -110,79 +106,99 @@ pub(crate) fn list(entries: &[Entry], as_json: bool) {
                     format!("{} B", s.slot_size),
                     fill,
                     endpoints_text(&s)
-                );
+                )?;
             }
-            Err(err) => println!("{:<32} ({err})", backing(&e.backing)),
+            Err(err) => writeln!(out, "{:<32} ({err})", backing(&e.backing))?,
         }
     }
+    Ok(())
 }
 
-pub(crate) fn inspect(b: &Backing, ring: &Ring, as_json: bool) {
+pub(crate) fn inspect(
+    out: &mut dyn Write,
+    b: &Backing,
+    ring: &Ring,
+    as_json: bool,
+) -> io::Result<()> {
     let s = ring.status();
     if as_json {
-        println!("{}", status_json(b, &s));
-        return;
+        writeln!(out, "{}", status_json(b, &s))?;
+        return Ok(());
     }
-    println!("name       {}", backing(b));
-    println!(
+    writeln!(out, "name       {}", backing(b))?;
+    writeln!(
+        out,
         "kind       {}   capacity {}   slot size {} B   segment {} bytes",
         s.kind, s.capacity, s.slot_size, s.segment_size
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "cursors    head {}   tail {}   lag {} ({:.1}% full)",
         s.head,
         s.tail,
         s.head.wrapping_sub(s.tail),
         100.0 * s.len() as f64 / s.capacity as f64
-    );
+    )?;
     if s.head_hint != s.head {
-        println!(
+        writeln!(
+            out,
             "           (stored head {}: a producer died before storing it; the slots say {})",
             s.head_hint, s.head
-        );
+        )?;
     }
     match s.creator {
-        Some((pid, alive)) => println!(
+        Some((pid, alive)) => writeln!(
+            out,
             "creator    process {pid} ({})",
             if alive { "alive" } else { "dead" }
-        ),
-        None => println!("creator    unknown"),
+        )?,
+        None => writeln!(out, "creator    unknown")?,
     }
-    println!(
+    writeln!(
+        out,
         "attached   {} producer(s), {} consumer(s)   asleep: {} consumer(s), {} producer(s)",
         s.attached[0], s.attached[1], s.sleepers[0], s.sleepers[1]
-    );
+    )?;
     if s.abandoned > 0 {
-        println!(
+        writeln!(
+            out,
             "abandoned  {} message(s) lost to producers that died mid-claim (slots recovered)",
             s.abandoned
-        );
+        )?;
     }
     if s.reclaimed > 0 {
-        println!(
+        writeln!(
+            out,
             "reclaimed  {} slot(s) taken back from consumers that died holding a message",
             s.reclaimed
-        );
+        )?;
     }
     if s.endpoints.is_empty() {
-        println!("endpoints  none");
+        writeln!(out, "endpoints  none")?;
     }
     for (i, e) in s.endpoints.iter().enumerate() {
-        println!(
+        writeln!(
+            out,
             "{}#{:<2} {} process {} ({})",
             if i == 0 { "endpoints  " } else { "           " },
             e.entry,
             role(e),
             e.pid,
             if e.alive { "alive" } else { "dead" }
-        );
+        )?;
     }
     if let Some(reason) = s.stale_reason() {
-        println!("stale      {reason} (`shmring gc --force` removes it)");
+        writeln!(out, "stale      {reason} (`shmring gc --force` removes it)")?;
     }
+    Ok(())
 }
 
-pub(crate) fn gc(verdicts: &[Verdict], force: bool, as_json: bool) {
+pub(crate) fn gc(
+    out: &mut dyn Write,
+    verdicts: &[Verdict],
+    force: bool,
+    as_json: bool,
+) -> io::Result<()> {
     if as_json {
         let rows: Vec<Value> = verdicts
             .iter()
@@ -196,30 +212,37 @@ pub(crate) fn gc(verdicts: &[Verdict], force: bool, as_json: bool) {
                 })
             })
             .collect();
-        println!("{}", Value::Array(rows));
-        return;
+        writeln!(out, "{}", Value::Array(rows))?;
+        return Ok(());
     }
     let mut stale = 0;
     for v in verdicts {
         match (&v.stale, &v.removed) {
             (Some(reason), Some(Ok(()))) => {
-                println!("removed      {}: {reason}", backing(&v.backing))
+                writeln!(out, "removed      {}: {reason}", backing(&v.backing))?
             }
             (Some(reason), Some(Err(e))) => {
-                println!("not removed  {}: {reason}; {e}", backing(&v.backing))
+                writeln!(out, "not removed  {}: {reason}; {e}", backing(&v.backing))?
             }
-            (Some(reason), None) => println!("stale        {}: {reason}", backing(&v.backing)),
-            (None, _) => println!(
+            (Some(reason), None) => {
+                writeln!(out, "stale        {}: {reason}", backing(&v.backing))?
+            }
+            (None, _) => writeln!(
+                out,
                 "kept         {}: {}",
                 backing(&v.backing),
                 v.kept.as_deref().unwrap_or("")
-            ),
+            )?,
         }
         stale += usize::from(v.stale.is_some());
     }
     if !force && stale > 0 {
-        println!("{stale} stale segment(s); run `shmring gc --force` to remove them");
+        writeln!(
+            out,
+            "{stale} stale segment(s); run `shmring gc --force` to remove them"
+        )?;
     } else if verdicts.is_empty() {
-        println!("no shmring segments");
+        writeln!(out, "no shmring segments")?;
     }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 //! deadline.
 
 use std::io::Write;
+use std::os::fd::FromRawFd;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -67,16 +68,22 @@ fn ok(args: &[&str], stdin: &[u8]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs a command that must fail with `code` and say why in exactly one line on stderr.
 fn fails(args: &[&str], code: i32) -> String {
     let out = run(args, b"");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(
         out.status.code(),
         Some(code),
-        "shmring {args:?}: {}{}",
+        "shmring {args:?}: {}{err}",
         String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "shmring {args:?}: not one line: {err}"
+    );
+    err
 }
 
 #[test]
@@ -242,6 +249,15 @@ fn bad_arguments_get_clear_errors() {
     assert!(fails(&["inspect", "--sysv", "0"], 2).contains("IPC_PRIVATE"));
     assert!(fails(&["inspect"], 2).contains("required"));
     assert!(fails(&["send", n, "--timeout=-1"], 2).contains("--timeout"));
+    // Issue 12: argument errors from the parser are one line with a hint, too.
+    for args in [
+        &["create", n, "--capacity", "4"][..],
+        &["frobnicate"][..],
+        &["inspect", "--sysv", "0"][..],
+        &["ls", "--bogus"][..],
+    ] {
+        assert!(fails(args, 2).contains("try 'shmring --help'"), "{args:?}");
+    }
     ok(&["create", n, "--capacity", "4", "--slot-size", "8"], b"");
     assert!(
         fails(&["create", n, "--capacity", "4", "--slot-size", "8"], 1).contains("already exists")
@@ -354,4 +370,262 @@ fn a_head_left_behind_by_a_dead_producer_does_not_brick_the_ring() {
     assert_eq!(ok(&["recv", n], b""), "l4\n");
     let checked = ok(&["check", n], b"");
     assert!(checked.contains("consistent"), "{checked}");
+}
+
+/// Runs the binary with its standard output on a pipe whose reader is already gone.
+fn to_closed_pipe(args: &[&str]) -> Output {
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe writes.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both are ours; the read end is closed before the child starts.
+    let write_end = unsafe {
+        libc::close(fds[0]);
+        std::os::fd::OwnedFd::from_raw_fd(fds[1])
+    };
+    let child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_with_deadline(child, args)
+}
+
+/// Runs the binary with its standard output on `/dev/full` (every write fails with ENOSPC).
+fn to_dev_full(args: &[&str]) -> Output {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(full))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_with_deadline(child, args)
+}
+
+fn wait_with_deadline(mut child: std::process::Child, args: &[&str]) -> Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > DEADLINE {
+            child.kill().unwrap();
+            panic!("watchdog: shmring {args:?} still running after {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Issue 12: a closed pipe (`shmring ls | true`) or a full disk (`> /dev/full`) ends every
+/// command without a panic: quietly with 141 for the pipe, as coreutils die of SIGPIPE; with
+/// one line and status 1 for the disk.
+#[test]
+fn a_closed_or_full_stdout_never_panics() {
+    let name = Name::new("pipe");
+    let n = name.0.as_str();
+    ok(&["create", n, "--capacity", "4", "--slot-size", "8"], b"");
+    for args in [
+        &["ls"][..],
+        &["ls", "--json"][..],
+        &["inspect", n][..],
+        &["inspect", n, "--json"][..],
+        &["check", n][..],
+        &["gc"][..],
+        &["doctor"][..],
+        &["--help"][..],
+    ] {
+        let out = to_closed_pipe(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        if args != ["--help"] {
+            assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
+            assert!(
+                err.is_empty(),
+                "{args:?}: a closed pipe ends quietly: {err}"
+            );
+        }
+        let out = to_dev_full(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        if args != ["--help"] {
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+            assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+            assert!(err.contains("No space left"), "{args:?}: {err}");
+        }
+    }
+}
+
+/// Issue 12: `recv` consumes a message only once it was written out. With nobody to write to,
+/// nothing is taken: every message is still there for the next reader (SPSC, which can put a
+/// message back; MPMC, which looks at standard output before taking one).
+#[test]
+fn recv_never_consumes_what_it_cannot_write() {
+    for kind in [&[][..], &["--mpmc"][..]] {
+        let name = Name::new("undelivered");
+        let n = name.0.as_str();
+        let mut create = vec!["create", n, "--capacity", "8", "--slot-size", "8"];
+        create.extend_from_slice(kind);
+        ok(&create, b"");
+        ok(&["send", n], b"1\n2\n3\n");
+        let out = to_closed_pipe(&["recv", n, "--count", "3"]);
+        assert_eq!(out.status.code(), Some(141), "{kind:?}");
+        let out = to_dev_full(&["recv", n, "--count", "3"]);
+        assert_eq!(out.status.code(), Some(1), "{kind:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        if kind.is_empty() {
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert_eq!(ok(&["recv", n, "--count", "3"], b""), "1\n2\n3\n");
+        } else {
+            // MPMC cannot put back the one message it took before the write failed: it says so.
+            assert!(err.contains("is lost"), "{err}");
+            assert_eq!(ok(&["recv", n, "--count", "2"], b""), "2\n3\n");
+        }
+    }
+}
+
+/// Issue 12: `send` holds at most a slot's worth of a line: a 256 MiB line without a newline,
+/// under a 200 MiB address-space limit, is reported as not fitting (and counted), not an abort.
+#[test]
+fn send_keeps_memory_bounded_whatever_the_input() {
+    use std::os::unix::process::CommandExt;
+    let name = Name::new("huge");
+    let n = name.0.as_str();
+    ok(&["create", n, "--capacity", "4", "--slot-size", "16"], b"");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["send", n])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 200 << 20,
+                rlim_max: 200 << 20,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..256 {
+            if input.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let out = wait_with_deadline(child, &["send", n]);
+    writer.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("line 1 (268435456 bytes)") && err.contains("does not fit"),
+        "{err}"
+    );
+}
+
+/// Issue 12: a ring shared with another user through its group (mode 660, the group of that
+/// user) carries that user's messages; `rm` of a segment another user owns says whose it is.
+#[test]
+fn another_user_shares_a_ring_through_its_group() {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: switching to another user needs root");
+        return;
+    }
+    let name = Name::new("group");
+    let n = name.0.as_str();
+    ok(
+        &[
+            "create",
+            n,
+            "--capacity",
+            "8",
+            "--slot-size",
+            "16",
+            "--mode",
+            "660",
+        ],
+        b"",
+    );
+    // Give the group to `nogroup` (65534), the group of `nobody`.
+    let path = std::ffi::CString::new(name.path()).unwrap();
+    // SAFETY: a NUL-terminated path; -1 leaves the owner as it is.
+    assert_eq!(unsafe { libc::chown(path.as_ptr(), u32::MAX, 65534) }, 0);
+    let as_nobody = |args: &[&str], stdin: &[u8]| -> Output {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .uid(65534)
+            .gid(65534)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        wait_with_deadline(child, args)
+    };
+    let out = as_nobody(&["send", n], b"from nobody\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ok(&["recv", n, "--count", "1"], b""), "from nobody\n");
+    let out = as_nobody(&["rm", n], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("belongs to root (uid 0)"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// Issue 12: `shmring doctor` on a host like this one reports each check on its own line; in
+/// a container-like `/dev/shm` of 1 MiB (a private mount namespace, where `unshare` is allowed)
+/// it says what is wrong and exits 1.
+#[test]
+fn doctor_reports_each_check_and_a_small_dev_shm() {
+    let out = run(&["doctor"], b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .all(|l| l.starts_with("ok ") || l.starts_with("note ") || l.starts_with("PROBLEM ")),
+        "{text}"
+    );
+    for topic in ["/dev/shm", "sysv", "futex", "membarrier", "stale"] {
+        assert!(text.contains(topic), "{topic}: {text}");
+    }
+    let script = format!("mount -t tmpfs -o size=1m tmpfs /dev/shm && exec {BIN} doctor");
+    let Ok(child) = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("skipped: no unshare(1) here");
+        return;
+    };
+    let out = wait_with_deadline(child, &["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if text.is_empty() {
+        eprintln!("skipped: cannot make a private /dev/shm here: {err}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{text}{err}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("PROBLEM /dev/shm") && l.contains("--shm-size")),
+        "{text}"
+    );
+    assert!(err.contains("problem(s) found"), "{err}");
 }

@@ -460,8 +460,12 @@ pub enum RemoveError {
     Config(ConfigError),
     /// No segment of that name or key exists.
     NotFound,
-    /// The segment is someone else's, and this process may not remove it.
-    PermissionDenied,
+    /// The segment is someone else's, and this process may not remove it (`/dev/shm` is
+    /// sticky: only the owner of an object, or root, may remove it).
+    PermissionDenied {
+        /// The owner's uid, if it could be read.
+        owner: Option<u32>,
+    },
     /// Another OS error.
     Io {
         /// The call that failed, as named in its man page.
@@ -476,7 +480,15 @@ impl fmt::Display for RemoveError {
         match self {
             RemoveError::Config(e) => e.fmt(f),
             RemoveError::NotFound => f.write_str("no segment with that name or key exists"),
-            RemoveError::PermissionDenied => {
+            RemoveError::PermissionDenied { owner: Some(uid) } => {
+                let who = crate::os::user_name(*uid).unwrap_or_else(|| format!("uid {uid}"));
+                write!(
+                    f,
+                    "permission denied: the segment belongs to {who} (uid {uid}); only {who} or \
+                     root can remove it"
+                )
+            }
+            RemoveError::PermissionDenied { owner: None } => {
                 f.write_str("permission denied: the segment belongs to another user")
             }
             RemoveError::Io { op, source } => write!(f, "{op} failed: {source}"),
@@ -504,7 +516,7 @@ impl From<OsError> for RemoveError {
     fn from(e: OsError) -> Self {
         match e.errno() {
             Some(libc::ENOENT) => RemoveError::NotFound,
-            _ if e.denied() => RemoveError::PermissionDenied,
+            _ if e.denied() => RemoveError::PermissionDenied { owner: None },
             _ => RemoveError::Io {
                 op: e.op,
                 source: e.source,

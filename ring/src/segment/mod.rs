@@ -40,6 +40,23 @@ pub enum Backing {
     Heap,
 }
 
+/// `/name` for a POSIX object, `sysv:0x…` (or `sysv:ftok(path, id)`) for a System V segment,
+/// `anonymous`, `heap`: how the `shmring` command names segments.
+impl std::fmt::Display for Backing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backing::Posix(name) if name.starts_with('/') => f.write_str(name),
+            Backing::Posix(name) => write!(f, "/{name}"),
+            Backing::SysV(SysvKey::Key(k)) => write!(f, "sysv:{:#x}", *k as u32),
+            Backing::SysV(SysvKey::Path { path, proj_id }) => {
+                write!(f, "sysv:ftok({}, {proj_id})", path.display())
+            }
+            Backing::Anonymous => f.write_str("anonymous"),
+            Backing::Heap => f.write_str("heap"),
+        }
+    }
+}
+
 /// How a System V segment is named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SysvKey {
@@ -271,6 +288,14 @@ impl Resident {
     }
 }
 
+/// A removal's error, naming the segment's owner when it was refused.
+fn with_owner(e: OsError, owner: Option<u32>) -> RemoveError {
+    match RemoveError::from(e) {
+        RemoveError::PermissionDenied { .. } => RemoveError::PermissionDenied { owner },
+        other => other,
+    }
+}
+
 /// Removes a named segment: `shm_unlink` for POSIX, `shmctl(IPC_RMID)` for SysV.
 ///
 /// Processes that have the segment mapped keep using it (see the module docs for how POSIX and
@@ -290,12 +315,14 @@ pub fn remove(backing: &Backing) -> Result<(), RemoveError> {
     match backing {
         Backing::Posix(name) => {
             let name = posix::normalize_name(name)?;
-            Ok(posix::shm_unlink(&name).map_err(|e| OsError::new("shm_unlink", e))?)
+            posix::shm_unlink(&name)
+                .map_err(|e| with_owner(OsError::new("shm_unlink", e), posix::owner(&name)))
         }
         Backing::SysV(key) => {
             let key = sysv::ftok_key::<RemoveError>(key)?;
             let id = sysv::shmget(key, 0, 0).map_err(|e| OsError::new("shmget", e))?;
-            Ok(sysv::shmctl_rmid(id).map_err(|e| OsError::new("shmctl", e))?)
+            sysv::shmctl_rmid(id)
+                .map_err(|e| with_owner(OsError::new("shmctl", e), sysv::owner(id)))
         }
         Backing::Anonymous | Backing::Heap => Err(RemoveError::Config(ConfigError::Unsupported(
             "anonymous and heap segments have no name to remove",

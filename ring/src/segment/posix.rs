@@ -180,7 +180,15 @@ pub(crate) const SHM_DIR: &str = "/dev/shm";
 /// Free bytes in [`SHM_DIR`] for an unprivileged writer (`statvfs(3)`), if it can be asked.
 pub(crate) fn free_bytes() -> Option<u64> {
     let st = nix::sys::statvfs::statvfs(SHM_DIR).ok()?;
-    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
+    Some(st.blocks_available() * st.fragment_size())
+}
+
+/// The uid owning the object `name` (`stat` of its file in `/dev/shm`).
+pub(crate) fn owner(name: &str) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("{SHM_DIR}{name}"))
+        .ok()
+        .map(|m| m.uid())
 }
 
 /// The size of the object `name` refers to, if it is still the object `id`.

@@ -63,14 +63,24 @@ pub(crate) fn shmctl_rmid(id: i32) -> nix::Result<()> {
     Errno::result(unsafe { libc::shmctl(id, libc::IPC_RMID, core::ptr::null_mut()) }).map(drop)
 }
 
-/// `shmctl(2)` with `IPC_STAT`: the segment's real size, which the header must not exceed.
-fn segment_size(id: i32) -> Result<usize, OsError> {
+/// `shmctl(2)` with `IPC_STAT`.
+fn ipc_stat(id: i32) -> Result<libc::shmid_ds, OsError> {
     let mut ds = core::mem::MaybeUninit::<libc::shmid_ds>::zeroed();
     // SAFETY: `ds` is a writable shmid_ds for IPC_STAT to fill.
     Errno::result(unsafe { libc::shmctl(id, libc::IPC_STAT, ds.as_mut_ptr()) })
         .map_err(|e| OsError::new("shmctl", e))?;
     // SAFETY: IPC_STAT succeeded and filled the struct (it was zeroed before, too).
-    Ok(unsafe { ds.assume_init() }.shm_segsz)
+    Ok(unsafe { ds.assume_init() })
+}
+
+/// The segment's real size, which the header must not exceed.
+fn segment_size(id: i32) -> Result<usize, OsError> {
+    Ok(ipc_stat(id)?.shm_segsz)
+}
+
+/// The uid owning segment `id`.
+pub(crate) fn owner(id: i32) -> Option<u32> {
+    ipc_stat(id).ok().map(|ds| ds.shm_perm.uid)
 }
 
 /// `shmat(2)` at an address of the kernel's choosing, read-write.

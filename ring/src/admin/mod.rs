@@ -14,6 +14,10 @@
 //! least one process is recorded in it (creator or endpoint) and all of them are dead; a SysV
 //! segment that some process still has attached (`nattch > 0`) never is.
 
+mod doctor;
+
+pub use doctor::{Check, Health, doctor};
+
 use std::fmt;
 use std::time::Duration;
 
