@@ -482,10 +482,15 @@ impl fmt::Display for RemoveError {
             RemoveError::NotFound => f.write_str("no segment with that name or key exists"),
             RemoveError::PermissionDenied { owner: Some(uid) } => {
                 let who = crate::os::user_name(*uid).unwrap_or_else(|| format!("uid {uid}"));
+                let remover = if *uid == 0 {
+                    "only root".to_owned()
+                } else {
+                    format!("only {who} or root")
+                };
                 write!(
                     f,
-                    "permission denied: the segment belongs to {who} (uid {uid}); only {who} or \
-                     root can remove it"
+                    "permission denied: the segment belongs to {who} (uid {uid}); {remover} can \
+                     remove it"
                 )
             }
             RemoveError::PermissionDenied { owner: None } => {
