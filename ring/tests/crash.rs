@@ -12,10 +12,9 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{kill, park_forever, reap, spawn, stamp, unstamp, wait_until, with_watchdog};
+use common::{Flags, kill, park_forever, reap, spawn, stamp, unstamp, wait_until, with_watchdog};
 use shmring::{Kind, RecvError, Ring, TryRecvError, WaitOptions};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -37,21 +36,6 @@ fn ring(kind: Kind, capacity: u64) -> Ring {
         .wait(quick())
         .create()
         .unwrap()
-}
-
-/// Words shared with children, in an anonymous mapping made before the fork.
-struct Flags(common::SharedMap);
-
-impl Flags {
-    fn new() -> Flags {
-        Flags(common::SharedMap::new(4096))
-    }
-    fn set(&self, i: usize, v: u64) {
-        self.0.at::<AtomicU64>(i * 8).store(v, Ordering::SeqCst);
-    }
-    fn get(&self, i: usize) -> u64 {
-        self.0.at::<AtomicU64>(i * 8).load(Ordering::SeqCst)
-    }
 }
 
 fn signal(pid: libc::pid_t, sig: libc::c_int) {

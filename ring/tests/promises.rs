@@ -5,10 +5,12 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{Unique, kill, park_forever, reap, spawn, stamp, unstamp, wait_until, with_watchdog};
+use common::{
+    Flags, Unique, kill, park_forever, reap, spawn, stamp, unstamp, wait_until, with_watchdog,
+};
 use shmring::{
     Backing, Cleanup, Kind, OpenError, RecvError, Ring, SendError, SysvKey, TryClaimError,
     TryRecvError, TrySendError,
@@ -19,21 +21,6 @@ const LIMIT: Duration = Duration::from_secs(120);
 /// Offsets from docs/layout.md.
 const HEAD: u64 = 128;
 const TAIL: u64 = 256;
-
-/// Words shared with forked children, in an anonymous mapping made before the fork.
-struct Flags(common::SharedMap);
-
-impl Flags {
-    fn new() -> Flags {
-        Flags(common::SharedMap::new(4096))
-    }
-    fn set(&self, i: usize, v: u64) {
-        self.0.at::<AtomicU64>(i * 8).store(v, Ordering::SeqCst);
-    }
-    fn get(&self, i: usize) -> u64 {
-        self.0.at::<AtomicU64>(i * 8).load(Ordering::SeqCst)
-    }
-}
 
 fn errors(ring: &Ring) -> Vec<String> {
     ring.check()
@@ -171,6 +158,43 @@ fn spsc_producers_killed_inside_batches_never_brick_the_ring() {
 
 // ---- 3. Blocking calls with timeouts shorter than the liveness interval ----
 
+/// A ring whose other end (`peer`) lives in a child parked after attaching; the child's pid.
+fn with_a_parked_peer(kind: Kind, capacity: u64, peer: shmring::Role) -> (Ring, libc::pid_t) {
+    let ring = Ring::builder()
+        .kind(kind)
+        .capacity(capacity)
+        .slot_size(16)
+        .anonymous()
+        .create()
+        .unwrap();
+    let flags = Flags::new();
+    let child = spawn(|| {
+        let _endpoint: Box<dyn std::any::Any> = match peer {
+            shmring::Role::Producer => Box::new(ring.producer().unwrap()),
+            shmring::Role::Consumer => Box::new(ring.consumer().unwrap()),
+        };
+        flags.set(0, 1);
+        park_forever()
+    });
+    assert!(wait_until(LIMIT, || flags.get(0) == 1));
+    (ring, child)
+}
+
+/// Kills `child`, then repeats `call` while it times out (for at most 10 s); what it then says.
+fn after_killing<T>(child: libc::pid_t, mut call: impl FnMut() -> Option<T>) -> (Option<T>, u32) {
+    kill(child);
+    assert_eq!(reap(&[child], LIMIT), [-libc::SIGKILL]);
+    let start = Instant::now();
+    let mut timeouts = 0;
+    while start.elapsed() < Duration::from_secs(10) {
+        match call() {
+            None => timeouts += 1,
+            outcome => return (outcome, timeouts),
+        }
+    }
+    (None, timeouts)
+}
+
 /// A peer SIGKILLed while we loop on a timeout far shorter than the liveness interval (10 ms
 /// against the default 100 ms): the loop must still see `Disconnected`, because the interval
 /// runs across calls, not per call.
@@ -178,39 +202,19 @@ fn spsc_producers_killed_inside_batches_never_brick_the_ring() {
 fn short_timeouts_see_a_dead_producer() {
     for kind in [Kind::Spsc, Kind::Mpmc] {
         with_watchdog(LIMIT, move || {
-            let ring = Ring::builder()
-                .kind(kind)
-                .capacity(8)
-                .slot_size(16)
-                .anonymous()
-                .create()
-                .unwrap();
-            let flags = Flags::new();
-            let child = spawn(|| {
-                let _tx = ring.producer().unwrap();
-                flags.set(0, 1);
-                park_forever()
-            });
-            assert!(wait_until(LIMIT, || flags.get(0) == 1));
+            let (ring, child) = with_a_parked_peer(kind, 8, shmring::Role::Producer);
             let mut rx = ring.consumer().unwrap();
-            let mut recv = |b: &mut [u8]| rx.recv_timeout(b, Duration::from_millis(10));
             let mut buf = [0u8; 16];
-            assert_eq!(recv(&mut buf), Err(RecvError::Timeout));
-            kill(child);
-            assert_eq!(reap(&[child], LIMIT), [-libc::SIGKILL]);
-            let start = Instant::now();
-            let mut timeouts = 0;
-            let outcome = loop {
-                match recv(&mut buf) {
-                    Err(RecvError::Timeout) if start.elapsed() < Duration::from_secs(10) => {
-                        timeouts += 1
-                    }
-                    other => break other,
-                }
-            };
+            let short = Duration::from_millis(10);
+            assert_eq!(rx.recv_timeout(&mut buf, short), Err(RecvError::Timeout));
+            let (outcome, timeouts) =
+                after_killing(child, || match rx.recv_timeout(&mut buf, short) {
+                    Err(RecvError::Timeout) => None,
+                    other => Some(other),
+                });
             assert_eq!(
                 outcome,
-                Err(RecvError::Disconnected),
+                Some(Err(RecvError::Disconnected)),
                 "{kind}: after {timeouts} timeouts"
             );
         });
@@ -222,35 +226,22 @@ fn short_timeouts_see_a_dead_producer() {
 fn short_timeouts_see_a_dead_consumer() {
     for kind in [Kind::Spsc, Kind::Mpmc] {
         with_watchdog(LIMIT, move || {
-            let ring = Ring::builder()
-                .kind(kind)
-                .capacity(2)
-                .slot_size(16)
-                .anonymous()
-                .create()
-                .unwrap();
-            let flags = Flags::new();
-            let child = spawn(|| {
-                let _rx = ring.consumer().unwrap();
-                flags.set(0, 1);
-                park_forever()
-            });
-            assert!(wait_until(LIMIT, || flags.get(0) == 1));
+            let (ring, child) = with_a_parked_peer(kind, 2, shmring::Role::Consumer);
             let mut tx = ring.producer().unwrap();
-            let mut send = |m: &[u8]| tx.send_timeout(m, Duration::from_millis(10)).map_err(strip);
+            let short = Duration::from_millis(10);
+            let mut send = |m: &[u8]| tx.send_timeout(m, short).map_err(strip);
             send(b"a").unwrap();
             send(b"b").unwrap();
             assert_eq!(send(b"c"), Err(SendError::Timeout(())));
-            kill(child);
-            assert_eq!(reap(&[child], LIMIT), [-libc::SIGKILL]);
-            let start = Instant::now();
-            let outcome = loop {
-                match send(b"c") {
-                    Err(SendError::Timeout(())) if start.elapsed() < Duration::from_secs(10) => {}
-                    other => break other,
-                }
-            };
-            assert_eq!(outcome, Err(SendError::Disconnected(())), "{kind}");
+            let (outcome, timeouts) = after_killing(child, || match send(b"c") {
+                Err(SendError::Timeout(())) => None,
+                other => Some(other),
+            });
+            assert_eq!(
+                outcome,
+                Some(Err(SendError::Disconnected(()))),
+                "{kind}: after {timeouts} timeouts"
+            );
         });
     }
 }

@@ -2,7 +2,7 @@
 //! test fails, and a watchdog for anything that could block.
 #![allow(dead_code, unreachable_pub)]
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use shmring::{Backing, SysvKey};
@@ -252,6 +252,22 @@ pub fn xorshift(x: &mut u64) -> u64 {
     *x ^= *x >> 7;
     *x ^= *x << 17;
     *x
+}
+
+/// Words shared with forked children (flags, counters), in an anonymous mapping made before
+/// the fork; index `i` is the `i`-th `u64`.
+pub struct Flags(SharedMap);
+
+impl Flags {
+    pub fn new() -> Flags {
+        Flags(SharedMap::new(4096))
+    }
+    pub fn set(&self, i: usize, v: u64) {
+        self.0.at::<AtomicU64>(i * 8).store(v, Ordering::SeqCst);
+    }
+    pub fn get(&self, i: usize) -> u64 {
+        self.0.at::<AtomicU64>(i * 8).load(Ordering::SeqCst)
+    }
 }
 
 /// The environment variable that marks a re-executed test binary (`rerun`).
