@@ -310,16 +310,19 @@ impl WriteSlot<'_> {
 
     /// Stores the length and hands the slot to consumers; the loss, if the write landed on a
     /// page the `SIGBUS` guard had to replace (then nothing was sent).
-    #[inline]
+    #[inline(always)]
     fn publish(mut self, len: u32) -> Result<(), Corruption> {
-        let result = self.publish_in_place(len);
+        let published = self.publish_in_place(len);
+        let lost = (!published).then(|| self.producer.ep.shared().fault());
         // Published (or lost): its drop (the abort's skip marker) must not run.
         core::mem::forget(self);
-        result
+        lost.map_or(Ok(()), Err)
     }
 
-    #[inline]
-    fn publish_in_place(&mut self, len: u32) -> Result<(), Corruption> {
+    /// [`publish`](Self::publish) without consuming the guard; whether it published (false:
+    /// the write landed on a lost page, and nothing was).
+    #[inline(always)]
+    fn publish_in_place(&mut self, len: u32) -> bool {
         let mem = self.producer.mem();
         // End the write access before the Release store that publishes it.
         self.token.take();
@@ -330,7 +333,7 @@ impl WriteSlot<'_> {
         // `publish_slot`): publish nothing, report the loss. The sequence word shares the
         // slot's first 16 bytes with the length, so its store cannot fault on its own.
         if mem.faulted() {
-            return Err(self.producer.ep.shared().fault());
+            return false;
         }
         // Release: pairs with the Acquire load of `seq` in `Consumer::claim`: the payload and
         // length are visible to the consumer that sees `pos + 1`.
@@ -342,7 +345,7 @@ impl WriteSlot<'_> {
         // again: cursors never repeat), and our next claim overwrites it. Not clearing it saves
         // a store per message.
         wait::notify(mem, Side::Data);
-        Ok(())
+        true
     }
 }
 
@@ -353,7 +356,7 @@ impl Drop for WriteSlot<'_> {
         }
         // Aborted: publish a skip marker so the cursor is not lost to the consumers.
         // (A loss is reported by the next call: there is nobody to tell here.)
-        let _ = self.publish_in_place(SKIP);
+        self.publish_in_place(SKIP);
     }
 }
 
