@@ -11,10 +11,16 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use shmring::{Kind, Ring, TryRecvError};
 
+/// A ring of 4096 messages of `slot` bytes (a record ring: the bytes 4096 of them take).
 fn ring(kind: Kind, slot: usize) -> Ring {
+    let capacity = if kind.is_records() {
+        4096 * (8 + slot.next_multiple_of(8)) as u64
+    } else {
+        4096
+    };
     Ring::builder()
         .kind(kind)
-        .capacity(4096)
+        .capacity(capacity)
         .slot_size(slot)
         .heap()
         .create()
@@ -42,6 +48,14 @@ fn one_thread(c: &mut Criterion) {
     let r = ring(Kind::Mpmc, 8);
     let (mut tx, mut rx) = (r.mpmc_producer().unwrap(), r.mpmc_consumer().unwrap());
     g.bench_function("mpmc copy", |b| {
+        b.iter(|| {
+            tx.try_send(black_box(&[1u8; 8])).unwrap();
+            black_box(rx.try_recv(&mut buf).unwrap());
+        })
+    });
+    let r = ring(Kind::Records, 8);
+    let (mut tx, mut rx) = (r.records_producer().unwrap(), r.records_consumer().unwrap());
+    g.bench_function("records copy", |b| {
         b.iter(|| {
             tx.try_send(black_box(&[1u8; 8])).unwrap();
             black_box(rx.try_recv(&mut buf).unwrap());
@@ -91,6 +105,13 @@ fn transfer(kind: Kind, iters: u64) -> Duration {
                         recv(&mut next, rx.try_recv_value::<u64>());
                     }
                 }
+                _ => {
+                    let mut rx = r.records_consumer().unwrap();
+                    b2.wait();
+                    while next < iters {
+                        recv(&mut next, rx.try_recv_value::<u64>());
+                    }
+                }
             }
         })
     };
@@ -116,6 +137,16 @@ fn transfer(kind: Kind, iters: u64) -> Duration {
                 }
             }
         }
+        _ => {
+            let mut tx = r.records_producer().unwrap();
+            barrier.wait();
+            start = Instant::now();
+            for i in 0..iters {
+                while tx.try_send_value(i).is_err() {
+                    core::hint::spin_loop();
+                }
+            }
+        }
     }
     consumer.join().unwrap();
     start.elapsed()
@@ -129,6 +160,9 @@ fn two_threads(c: &mut Criterion) {
     });
     g.bench_function("mpmc 1->1", |b| {
         b.iter_custom(|iters| transfer(Kind::Mpmc, iters))
+    });
+    g.bench_function("records 1->1", |b| {
+        b.iter_custom(|iters| transfer(Kind::Records, iters))
     });
     g.finish();
 }

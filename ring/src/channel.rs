@@ -14,7 +14,7 @@ use crate::error::{
 };
 use crate::kind::Kind;
 use crate::plain::Plain;
-use crate::{mpmc, spsc};
+use crate::{mpmc, records, spsc};
 
 /// A sending end of a ring of either kind, as [`Ring::producer`](crate::Ring::producer)
 /// attaches it.
@@ -50,6 +50,7 @@ pub struct Producer {
 enum ProducerFlavor {
     Spsc(spsc::Producer),
     Mpmc(mpmc::Producer),
+    Records(records::Producer),
 }
 
 /// A receiving end of a ring of either kind, as [`Ring::consumer`](crate::Ring::consumer)
@@ -88,6 +89,7 @@ pub struct Consumer {
 enum ConsumerFlavor {
     Spsc(spsc::Consumer),
     Mpmc(mpmc::Consumer),
+    Records(records::Consumer),
 }
 
 /// How the `std::io` calls wait.
@@ -109,6 +111,7 @@ macro_rules! dispatch {
         match $self {
             $flavor::Spsc($e) => $body,
             $flavor::Mpmc($e) => $body,
+            $flavor::Records($e) => $body,
         }
     };
 }
@@ -125,6 +128,12 @@ impl From<mpmc::Producer> for Producer {
     }
 }
 
+impl From<records::Producer> for Producer {
+    fn from(p: records::Producer) -> Producer {
+        Producer::new(ProducerFlavor::Records(p))
+    }
+}
+
 impl Producer {
     fn new(flavor: ProducerFlavor) -> Producer {
         Producer {
@@ -135,9 +144,10 @@ impl Producer {
 
     /// The ring's kind.
     pub fn kind(&self) -> Kind {
-        match self.flavor {
+        match &self.flavor {
             ProducerFlavor::Spsc(_) => Kind::Spsc,
             ProducerFlavor::Mpmc(_) => Kind::Mpmc,
+            ProducerFlavor::Records(p) => p.attached().mem().geometry().kind,
         }
     }
 
@@ -160,6 +170,9 @@ impl Producer {
         Ok(match &mut self.flavor {
             ProducerFlavor::Spsc(p) => WriteSlot(WriteFlavor::Spsc(p.try_claim()?)),
             ProducerFlavor::Mpmc(p) => WriteSlot(WriteFlavor::Mpmc(p.try_claim()?)),
+            ProducerFlavor::Records(p) => {
+                WriteSlot(WriteFlavor::Records(p.try_claim(p.slot_size())?))
+            }
         })
     }
 
@@ -186,6 +199,7 @@ impl Producer {
     ) -> Result<usize, TrySendError<usize>> {
         let p = match &mut self.flavor {
             ProducerFlavor::Spsc(p) => return p.try_send_batch(msgs),
+            ProducerFlavor::Records(p) => return p.try_send_batch(msgs),
             ProducerFlavor::Mpmc(p) => p,
         };
         for (i, msg) in msgs.iter().enumerate() {
@@ -244,6 +258,7 @@ impl Sending for Producer {
         Ok(match &mut self.flavor {
             ProducerFlavor::Spsc(p) => WriteSlot(WriteFlavor::Spsc(p.claim_until(deadline)?)),
             ProducerFlavor::Mpmc(p) => WriteSlot(WriteFlavor::Mpmc(p.claim_until(deadline)?)),
+            ProducerFlavor::Records(p) => WriteSlot(WriteFlavor::Records(p.claim_until(deadline)?)),
         })
     }
 }
@@ -293,6 +308,7 @@ pub struct WriteSlot<'a>(WriteFlavor<'a>);
 enum WriteFlavor<'a> {
     Spsc(spsc::WriteSlot<'a>),
     Mpmc(mpmc::WriteSlot<'a>),
+    Records(records::WriteRecord<'a>),
 }
 
 impl WriteSlot<'_> {
@@ -302,7 +318,12 @@ impl WriteSlot<'_> {
     /// [`CommitError`] if `len` exceeds the slot size; nothing is sent.
     #[inline]
     pub fn commit(self, len: usize) -> Result<(), CommitError> {
-        dispatch!(self.0, WriteFlavor, s => s.commit(len))
+        match self.0 {
+            WriteFlavor::Spsc(s) => s.commit(len),
+            WriteFlavor::Mpmc(s) => s.commit(len),
+            // A record claim is of the largest message: the rest becomes padding.
+            WriteFlavor::Records(s) => s.commit_prefix(len),
+        }
     }
 }
 
@@ -331,6 +352,12 @@ impl From<mpmc::Consumer> for Consumer {
     }
 }
 
+impl From<records::Consumer> for Consumer {
+    fn from(c: records::Consumer) -> Consumer {
+        Consumer::new(ConsumerFlavor::Records(c))
+    }
+}
+
 impl Consumer {
     fn new(flavor: ConsumerFlavor) -> Consumer {
         Consumer {
@@ -341,9 +368,10 @@ impl Consumer {
 
     /// The ring's kind.
     pub fn kind(&self) -> Kind {
-        match self.flavor {
+        match &self.flavor {
             ConsumerFlavor::Spsc(_) => Kind::Spsc,
             ConsumerFlavor::Mpmc(_) => Kind::Mpmc,
+            ConsumerFlavor::Records(c) => c.attached().mem().geometry().kind,
         }
     }
 
@@ -367,6 +395,7 @@ impl Consumer {
         Ok(match &mut self.flavor {
             ConsumerFlavor::Spsc(c) => ReadSlot(ReadFlavor::Spsc(c.try_read()?)),
             ConsumerFlavor::Mpmc(c) => ReadSlot(ReadFlavor::Mpmc(c.try_read()?)),
+            ConsumerFlavor::Records(c) => ReadSlot(ReadFlavor::Records(c.try_read()?)),
         })
     }
 
@@ -435,6 +464,7 @@ impl Receiving for Consumer {
         Ok(match &mut self.flavor {
             ConsumerFlavor::Spsc(c) => ReadSlot(ReadFlavor::Spsc(c.read_until(deadline)?)),
             ConsumerFlavor::Mpmc(c) => ReadSlot(ReadFlavor::Mpmc(c.read_until(deadline)?)),
+            ConsumerFlavor::Records(c) => ReadSlot(ReadFlavor::Records(c.read_until(deadline)?)),
         })
     }
 }
@@ -482,6 +512,7 @@ pub struct ReadSlot<'a>(ReadFlavor<'a>);
 enum ReadFlavor<'a> {
     Spsc(spsc::ReadSlot<'a>),
     Mpmc(mpmc::ReadSlot<'a>),
+    Records(records::ReadRecord<'a>),
 }
 
 impl Deref for ReadSlot<'_> {
@@ -501,6 +532,10 @@ impl<'a> ReadSlot<'a> {
     pub fn try_unread(self) -> Result<(), ReadSlot<'a>> {
         match self.0 {
             ReadFlavor::Spsc(s) => {
+                s.unread();
+                Ok(())
+            }
+            ReadFlavor::Records(s) => {
                 s.unread();
                 Ok(())
             }

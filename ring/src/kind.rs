@@ -3,12 +3,22 @@
 use core::fmt;
 
 /// Which algorithm a ring runs. Stored in the header, so an opener learns it from the segment.
+///
+/// The slot rings (`Spsc`, `Mpmc`) have `capacity` slots of one size; the record rings
+/// (`Records`, `RecordsMpsc`) have `capacity` bytes, in which each message takes the bytes it
+/// needs (`crate::records`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Kind {
     /// One producer, one consumer: Lamport's ring with cached cursors (`crate::spsc`).
     Spsc,
     /// Any number of producers and consumers: Vyukov's bounded queue (`crate::mpmc`).
     Mpmc,
+    /// Variable-length records, one producer and one consumer (`crate::records`).
+    Records,
+    /// Variable-length records, any number of producers and one consumer
+    /// (`crate::records`).
+    RecordsMpsc,
 }
 
 impl Kind {
@@ -17,6 +27,8 @@ impl Kind {
         match self {
             Kind::Spsc => 1,
             Kind::Mpmc => 2,
+            Kind::Records => 3,
+            Kind::RecordsMpsc => 4,
         }
     }
 
@@ -25,8 +37,15 @@ impl Kind {
         match code {
             1 => Some(Kind::Spsc),
             2 => Some(Kind::Mpmc),
+            3 => Some(Kind::Records),
+            4 => Some(Kind::RecordsMpsc),
             _ => None,
         }
+    }
+
+    /// Whether messages take the bytes they need (a record ring) rather than a slot each.
+    pub const fn is_records(self) -> bool {
+        matches!(self, Kind::Records | Kind::RecordsMpsc)
     }
 }
 
@@ -35,6 +54,8 @@ impl fmt::Display for Kind {
         f.write_str(match self {
             Kind::Spsc => "SPSC",
             Kind::Mpmc => "MPMC",
+            Kind::Records => "RECORDS",
+            Kind::RecordsMpsc => "RECORDS-MPSC",
         })
     }
 }
@@ -73,10 +94,10 @@ mod tests {
 
     #[test]
     fn kind_codes_round_trip() {
-        for k in [Kind::Spsc, Kind::Mpmc] {
+        for k in [Kind::Spsc, Kind::Mpmc, Kind::Records, Kind::RecordsMpsc] {
             assert_eq!(Kind::from_code(k.code()), Some(k));
         }
         assert_eq!(Kind::from_code(0), None);
-        assert_eq!(Kind::from_code(3), None);
+        assert_eq!(Kind::from_code(5), None);
     }
 }

@@ -105,6 +105,8 @@ pub mod spsc;
 
 pub mod mpmc;
 
+pub mod records;
+
 mod channel;
 
 mod ring;
@@ -118,7 +120,10 @@ pub use error::{
     RecvError, RemoveError, SendError, TryClaimError, TryRecvError, TrySendError,
 };
 pub use kind::{Kind, Role};
-pub use layout::{LAYOUT_VERSION, MAX_CAPACITY, MAX_SEGMENT_SIZE, MAX_SLOT_SIZE};
+pub use layout::{
+    LAYOUT_VERSION, MAX_CAPACITY, MAX_RECORD_CAPACITY, MAX_SEGMENT_SIZE, MAX_SLOT_SIZE,
+    MIN_RECORD_CAPACITY,
+};
 pub use plain::Plain;
 pub use registry::EndpointInfo;
 pub use ring::{DEFAULT_INIT_TIMEOUT, Ring, RingBuilder};

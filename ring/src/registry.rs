@@ -138,6 +138,8 @@ pub(crate) enum Placement<'a> {
     Any {
         /// Whether a dead holder's claim record is still evidence.
         evidence: &'a dyn Fn(Role, u64) -> bool,
+        /// The first entry it may take (the ones before are another role's fixed entries).
+        first: usize,
     },
 }
 
@@ -234,14 +236,14 @@ fn claim_entry(
             }
             Err(AttachError::RoleTaken { role, pid: 0 })
         }
-        Placement::Any { evidence } => {
-            for entry in 0..MAX_ENDPOINTS {
+        Placement::Any { evidence, first } => {
+            for entry in first..MAX_ENDPOINTS {
                 if header.endpoints[entry].owner.load(Ordering::Relaxed) == 0 && try_claim(entry, 0)
                 {
                     return Ok((Registration { entry, word: me }, 0));
                 }
             }
-            for entry in 0..MAX_ENDPOINTS {
+            for entry in first..MAX_ENDPOINTS {
                 let cur = header.endpoints[entry].owner.load(Ordering::Acquire);
                 if cur == 0 || EndpointWord(cur).is_alive() {
                     continue;

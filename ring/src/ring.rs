@@ -14,7 +14,7 @@ use crate::registry::{self, EndpointInfo, EndpointWord};
 use crate::segment::{self, Backing, Cleanup, MapOptions, Segment, SysvKey};
 use crate::sync::{Ordering, barrier};
 use crate::wait::WaitOptions;
-use crate::{mpmc, spsc};
+use crate::{mpmc, records, spsc};
 
 /// How long an opener waits, by default, for a creator to finish building the header.
 pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -90,13 +90,43 @@ impl RingBuilder {
         self.kind(Kind::Mpmc)
     }
 
+    /// Variable-length records, one producer and one consumer ([`records`](crate::records)):
+    /// a message takes the bytes it needs. [`capacity`](Self::capacity) is then the data area
+    /// in bytes (a power of two, [`MIN_RECORD_CAPACITY`](crate::MIN_RECORD_CAPACITY) to
+    /// [`MAX_RECORD_CAPACITY`](crate::MAX_RECORD_CAPACITY)), and
+    /// [`max_message`](Self::max_message) the largest record (default: a eighth of it).
+    ///
+    /// # Examples
+    /// ```
+    /// let ring = shmring::Ring::builder().records().capacity(64 * 1024).heap().create()?;
+    /// assert_eq!(ring.slot_size(), 8 * 1024); // the largest message
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn records(self) -> Self {
+        self.kind(Kind::Records)
+    }
+
+    /// Variable-length records, any number of producers and one consumer: as
+    /// [`records`](Self::records), with producers reserving by compare-and-swap.
+    pub fn records_mpsc(self) -> Self {
+        self.kind(Kind::RecordsMpsc)
+    }
+
+    /// A record ring's largest message, in bytes: at most the capacity minus 8 (a record's
+    /// header) and [`MAX_SLOT_SIZE`](crate::MAX_SLOT_SIZE). The same setting as
+    /// [`slot_size`](Self::slot_size), named for record rings.
+    pub fn max_message(self, bytes: usize) -> Self {
+        self.slot_size(bytes)
+    }
+
     /// The ring's algorithm.
     pub fn kind(mut self, kind: Kind) -> Self {
         self.kind = Some(kind);
         self
     }
 
-    /// Number of slots: a power of two, at most [`MAX_CAPACITY`](crate::MAX_CAPACITY).
+    /// Number of slots: a power of two, at most [`MAX_CAPACITY`](crate::MAX_CAPACITY). For a
+    /// record ring, the bytes of its data area (see [`records`](Self::records)).
     pub fn capacity(mut self, slots: u64) -> Self {
         self.capacity = Some(slots);
         self
@@ -185,15 +215,18 @@ impl RingBuilder {
     }
 
     fn geometry(&self) -> Result<Geometry, ConfigError> {
-        let kind = self
-            .kind
-            .ok_or(ConfigError::Missing("kind: call spsc() or mpmc()"))?;
+        let kind = self.kind.ok_or(ConfigError::Missing(
+            "kind: call spsc(), mpmc(), records() or records_mpsc()",
+        ))?;
         let capacity = self
             .capacity
             .ok_or(ConfigError::Missing("capacity: call capacity(slots)"))?;
-        let slot_size = self
-            .slot_size
-            .ok_or(ConfigError::Missing("slot size: call slot_size(bytes)"))?;
+        let slot_size = match self.slot_size {
+            Some(size) => size,
+            // A record ring's largest message defaults to an eighth of its data area.
+            None if kind.is_records() => (capacity / 8).max(1) as usize,
+            None => return Err(ConfigError::Missing("slot size: call slot_size(bytes)")),
+        };
         Geometry::new(kind, capacity, slot_size)
     }
 
@@ -405,7 +438,8 @@ impl Cursors {
         let head_hint = mem.head().load(Ordering::Relaxed);
         let head = match mem.geometry().kind {
             Kind::Spsc => spsc::cursors(mem).map_or(head_hint, |(head, _)| head),
-            Kind::Mpmc => head_hint,
+            Kind::Records => crate::records::committed_end(mem).map_or(head_hint, |(end, _)| end),
+            _ => head_hint,
         };
         Cursors {
             head,
@@ -455,17 +489,17 @@ impl Ring {
         RingBuilder::new()
     }
 
-    /// SPSC or MPMC.
+    /// The ring's kind.
     pub fn kind(&self) -> Kind {
         self.shared.mem.geometry().kind
     }
 
-    /// Number of slots.
+    /// Number of slots (a record ring: bytes of data).
     pub fn capacity(&self) -> u64 {
         self.shared.mem.geometry().capacity
     }
 
-    /// Largest message, in bytes.
+    /// Largest message, in bytes (for a record ring too).
     pub fn slot_size(&self) -> usize {
         self.shared.mem.geometry().slot_size
     }
@@ -488,7 +522,8 @@ impl Ring {
     /// Messages in the ring that no consumer has taken, approximately (the cursors move while
     /// they are read); at most the capacity. SPSC: published and not yet received. MPMC:
     /// claimed by a producer and not yet by a consumer, so it includes messages still being
-    /// written (a consumer answers `Pending` for those). Cursors are compared with the wrapping
+    /// written (a consumer answers `Pending` for those). A record ring: bytes, not messages
+    /// (reserved and not yet released, headers and padding included). Cursors are compared with the wrapping
     /// difference `docs/layout.md` defines, so this stays right when they pass `u64::MAX`.
     pub fn len(&self) -> usize {
         let c = Cursors::of(&self.shared.mem);
@@ -560,6 +595,37 @@ impl Ring {
         mpmc::Consumer::attach(Arc::clone(&self.shared))
     }
 
+    /// Attaches a producer to a record ring (either kind: [`Kind::Records`] takes one,
+    /// [`Kind::RecordsMpsc`] any number).
+    ///
+    /// # Errors
+    /// [`AttachError::WrongKind`] on a slot ring; [`AttachError::RoleTaken`] (one producer);
+    /// [`AttachError::RegistryFull`].
+    pub fn records_producer(&self) -> Result<records::Producer, AttachError> {
+        self.check_records()?;
+        records::Producer::attach(Arc::clone(&self.shared))
+    }
+
+    /// Attaches the consumer of a record ring (one per ring, either kind).
+    ///
+    /// # Errors
+    /// [`AttachError::WrongKind`] on a slot ring; [`AttachError::RoleTaken`].
+    pub fn records_consumer(&self) -> Result<records::Consumer, AttachError> {
+        self.check_records()?;
+        records::Consumer::attach(Arc::clone(&self.shared))
+    }
+
+    fn check_records(&self) -> Result<(), AttachError> {
+        if self.kind().is_records() {
+            Ok(())
+        } else {
+            Err(AttachError::WrongKind {
+                expected: Kind::Records,
+                found: self.kind(),
+            })
+        }
+    }
+
     /// Attaches a producer of whatever kind the ring is (a kind-erased [`Producer`]).
     ///
     /// # Errors
@@ -582,6 +648,7 @@ impl Ring {
         Ok(match self.kind() {
             Kind::Spsc => self.spsc_producer()?.into(),
             Kind::Mpmc => self.mpmc_producer()?.into(),
+            Kind::Records | Kind::RecordsMpsc => self.records_producer()?.into(),
         })
     }
 
@@ -593,6 +660,7 @@ impl Ring {
         Ok(match self.kind() {
             Kind::Spsc => self.spsc_consumer()?.into(),
             Kind::Mpmc => self.mpmc_consumer()?.into(),
+            Kind::Records | Kind::RecordsMpsc => self.records_consumer()?.into(),
         })
     }
 }

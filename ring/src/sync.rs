@@ -57,6 +57,40 @@ impl Cells {
     }
 }
 
+#[cfg(not(loom))]
+impl Cells {
+    /// [`write`](Self::write) over `n` consecutive cells from `first` (a record's words).
+    #[inline(always)]
+    pub(crate) fn write_range(&self, _first: usize, _n: usize) -> RangeToken {
+        RangeToken
+    }
+
+    /// [`read`](Self::read) over `n` consecutive cells from `first`.
+    #[inline(always)]
+    pub(crate) fn read_range(&self, _first: usize, _n: usize) -> RangeToken {
+        RangeToken
+    }
+}
+
+/// Held while an access to a range of cells lasts (zero-sized outside loom).
+#[cfg(not(loom))]
+#[derive(Debug)]
+pub(crate) struct RangeToken;
+
+/// Held while an access to a range of cells lasts; loom checks each cell.
+#[cfg(loom)]
+#[derive(Debug)]
+pub(crate) struct RangeToken(#[allow(dead_code)] Vec<AccessToken>);
+
+impl RangeToken {
+    /// Ends the access. Call it before the Release store that hands the range on.
+    #[inline(always)]
+    pub(crate) fn end(self) {
+        #[cfg(loom)]
+        drop(self);
+    }
+}
+
 /// Held while a payload access lasts (zero-sized outside loom).
 #[cfg(not(loom))]
 #[derive(Debug)]
@@ -91,6 +125,14 @@ impl Cells {
 
     pub(crate) fn read(&self, idx: usize) -> AccessToken {
         AccessToken::Read(self.0[idx].get())
+    }
+
+    pub(crate) fn write_range(&self, first: usize, n: usize) -> RangeToken {
+        RangeToken((first..first + n).map(|i| self.write(i)).collect())
+    }
+
+    pub(crate) fn read_range(&self, first: usize, n: usize) -> RangeToken {
+        RangeToken((first..first + n).map(|i| self.read(i)).collect())
     }
 }
 
@@ -222,6 +264,13 @@ pub enum Step {
     Settled,
     /// An SPSC producer published its slots (their sequence words) and has not stored `head`.
     BeforeHead,
+    /// A record-ring producer reserved its bytes (moved `head`) and has written nothing there.
+    Reserved,
+    /// A record-ring producer with many peers stored its "reserved" header and has not
+    /// committed.
+    Announced,
+    /// A record-ring consumer marked a record consumed and has not zeroed it.
+    Consumed,
 }
 
 /// A step boundary at which a process may be killed (loom models of crash recovery; nothing in

@@ -106,10 +106,12 @@ fn random_writes_between_operations_never_panic_or_hang() {
     with_watchdog(Duration::from_secs(120), || {
         let seed = 0x5EED_0000 ^ u64::from(std::process::id());
         let mut rng = Rng(seed);
-        for kind in [Kind::Spsc, Kind::Mpmc] {
+        for kind in [Kind::Spsc, Kind::Mpmc, Kind::Records, Kind::RecordsMpsc] {
             for round in 0..20 {
                 let unique = Unique::posix("fuzz");
-                let cap = 4u64;
+                // Four 16-byte messages: 4 slots, or 128 bytes of records (24 bytes each, with
+                // room for padding).
+                let cap = if kind.is_records() { 128 } else { 4u64 };
                 let ring = unique
                     .builder()
                     .kind(kind)
@@ -123,14 +125,20 @@ fn random_writes_between_operations_never_panic_or_hang() {
                     .create()
                     .unwrap();
                 let ctx = format!("seed {seed:#x}, {kind}, round {round}");
-                // Slot strides for 16-byte slots (docs/layout.md): SPSC 8 + 16, MPMC 16 + 16.
-                let stride = if kind == Kind::Spsc { 24 } else { 32 };
-                // Targets: cursors, wait line, registry words and claims, every slot word.
+                // Slot strides for 16-byte slots (docs/layout.md): SPSC 8 + 16, MPMC 16 + 16;
+                // a record ring's data area is `cap` bytes.
+                let data = match kind {
+                    Kind::Spsc => cap * 24,
+                    Kind::Mpmc => cap * 32,
+                    _ => cap,
+                };
+                // Targets: cursors, wait line, registry words, claims and claim lengths,
+                // every slot (or data) word.
                 let targets: Vec<u64> =
                     [HEAD, TAIL, 384, 388, 392, 396, 400, 404, 408, 416, 448, 452]
                         .into_iter()
-                        .chain((0..4).flat_map(|e| [512 + 128 * e, 520 + 128 * e]))
-                        .chain((0..cap * stride).step_by(4).map(|o| SLOTS + o))
+                        .chain((0..4).flat_map(|e| [512 + 128 * e, 520 + 128 * e, 528 + 128 * e]))
+                        .chain((0..data).step_by(4).map(|o| SLOTS + o))
                         .collect();
                 // One pair of endpoints for the whole round: the writes land between their
                 // operations, as a hostile peer's would.
@@ -171,7 +179,11 @@ fn random_writes_between_operations_never_panic_or_hang() {
                         ops += 1;
                     }
                     // And attaching to whatever is left is refused or succeeds, never worse.
-                    let _ = (ring.spsc_producer(), ring.mpmc_consumer());
+                    let _ = (
+                        ring.spsc_producer(),
+                        ring.mpmc_consumer(),
+                        ring.records_producer(),
+                    );
                 }));
                 assert_eq!(ops, 200, "{ctx}");
                 assert!(result.is_ok(), "panicked: {ctx}");

@@ -167,7 +167,7 @@ fn run(kind: Kind, capacity: u64, slot_size: usize, ops: Vec<Op>) -> Result<(), 
                 // at the first message that does not fit (its length is checked before room).
                 let examined = match kind {
                     Kind::Spsc => fit,
-                    Kind::Mpmc => (fit + 1).min(msgs.len()),
+                    _ => (fit + 1).min(msgs.len()),
                 };
                 let bad = msgs[..examined].iter().position(|x| x.len() > m.slot_size);
                 match bad {

@@ -15,6 +15,7 @@
 //! segment that some process still has attached (`nattch > 0`) never is.
 
 mod doctor;
+mod records;
 
 pub use doctor::{Check, Health, doctor};
 
@@ -183,129 +184,133 @@ impl Ring {
                 .as_ref()
                 .is_none_or(|r| r.at(HEADER_SIZE + idx * geo.stride))
         };
-        let mut holes = 0u64;
-        // Relaxed (all loads below): a snapshot; nothing is read through it.
-        let tail = mem.tail().load(Ordering::Relaxed);
-        let hint = mem.head().load(Ordering::Relaxed);
-        // The messages that must be published: [tail, head) as the cursors say.
-        let mut inside = None;
-        match geo.kind {
-            Kind::Spsc => match crate::spsc::cursors(mem) {
-                Ok((head, tail)) => {
-                    if head != hint {
-                        note(
-                            &mut out,
-                            format!(
-                                "head {hint} is behind the slots, which are published up to {head}: \
-                                 a producer died between publishing and storing head; the next \
-                                 producer continues at {head}"
-                            ),
-                        );
+        if geo.kind.is_records() {
+            records::check(mem, &mut out);
+        } else {
+            let mut holes = 0u64;
+            // Relaxed (all loads below): a snapshot; nothing is read through it.
+            let tail = mem.tail().load(Ordering::Relaxed);
+            let hint = mem.head().load(Ordering::Relaxed);
+            // The messages that must be published: [tail, head) as the cursors say.
+            let mut inside = None;
+            match geo.kind {
+                Kind::Spsc => match crate::spsc::cursors(mem) {
+                    Ok((head, tail)) => {
+                        if head != hint {
+                            note(
+                                &mut out,
+                                format!(
+                                    "head {hint} is behind the slots, which are published up to {head}: \
+                                     a producer died between publishing and storing head; the next \
+                                     producer continues at {head}"
+                                ),
+                            );
+                        }
+                        if hint.wrapping_sub(tail) <= cap {
+                            inside = Some((tail, hint)); // stepped over by `cursors`, so check them
+                        }
                     }
-                    if hint.wrapping_sub(tail) <= cap {
-                        inside = Some((tail, hint)); // stepped over by `cursors`, so check them
-                    }
-                }
-                Err(_) => error(
-                    &mut out,
-                    format!(
-                        "cursors: head {hint} and tail {tail} are more than the capacity {cap} apart"
-                    ),
-                ),
-            },
-            Kind::Mpmc => {
-                let lag = hint.wrapping_sub(tail);
-                if lag > cap {
-                    error(
+                    Err(_) => error(
                         &mut out,
                         format!(
-                            "cursors: head {hint} - tail {tail} = {lag} exceeds the capacity {cap}"
+                            "cursors: head {hint} and tail {tail} are more than the capacity {cap} apart"
                         ),
-                    );
-                } else {
-                    inside = Some((tail, hint));
-                }
-            }
-        }
-        let len_ok = |len: u32| {
-            len as usize <= geo.slot_size
-                || (geo.kind == Kind::Mpmc && (len == SKIP || len == ABANDONED))
-        };
-        for idx in 0..cap as usize {
-            if !readable(idx) {
-                holes += 1;
-                continue;
-            }
-            match geo.kind {
-                Kind::Spsc => {
-                    let seq = mem.seq32(idx).load(Ordering::Relaxed);
-                    // Written as (cursor + 1) as u32 with cursor ≡ idx (mod cap); never written:
-                    // idx (`layout::spsc_initial_seq`), or 0 in rings made before that rule.
-                    let written = u64::from(seq.wrapping_sub(idx as u32 + 1)) % cap == 0;
-                    if !written && seq != layout::spsc_initial_seq(idx) && seq != 0 {
-                        error(
-                            &mut out,
-                            format!("slot {idx}: sequence {seq} cannot belong to this slot"),
-                        );
-                    }
-                }
-                Kind::Mpmc => {
-                    let seq = mem.seq(idx).load(Ordering::Relaxed);
-                    // pos, pos + 1 or pos + cap, with pos ≡ idx (mod cap).
-                    let r = seq.wrapping_sub(idx as u64) % cap;
-                    if r != 0 && r != 1 % cap {
-                        error(
-                            &mut out,
-                            format!("slot {idx}: sequence {seq} cannot belong to this slot"),
-                        );
-                    }
-                }
-            }
-        }
-        if let Some((from, to)) = inside {
-            let mut c = from;
-            while c != to {
-                let idx = (c & geo.mask()) as usize;
-                if readable(idx) {
-                    let len = mem.len(idx).load(Ordering::Relaxed);
-                    let published = match geo.kind {
-                        Kind::Spsc => {
-                            mem.seq32(idx).load(Ordering::Relaxed) == c.wrapping_add(1) as u32
-                        }
-                        Kind::Mpmc => mem.seq(idx).load(Ordering::Relaxed) == c.wrapping_add(1),
-                    };
-                    if geo.kind == Kind::Spsc && !published {
-                        error(
-                            &mut out,
-                            format!("message {c}: inside the cursors but not published"),
-                        );
-                    }
-                    if published && !len_ok(len) {
+                    ),
+                },
+                _ => {
+                    let lag = hint.wrapping_sub(tail);
+                    if lag > cap {
                         error(
                             &mut out,
                             format!(
-                                "message {c}: length {len} exceeds the slot size {}",
-                                geo.slot_size
+                                "cursors: head {hint} - tail {tail} = {lag} exceeds the capacity {cap}"
                             ),
                         );
+                    } else {
+                        inside = Some((tail, hint));
                     }
-                } else if geo.kind == Kind::Spsc {
-                    error(
-                        &mut out,
-                        format!("message {c}: inside the cursors, on a page never written"),
-                    );
                 }
-                c = c.wrapping_add(1);
             }
-        }
-        if holes > 0 {
-            note(
-                &mut out,
-                format!(
-                    "{holes} slot(s) lie on pages never written (holes): not read, so as not to \
-                     allocate them"
-                ),
-            );
+            let len_ok = |len: u32| {
+                len as usize <= geo.slot_size
+                    || (geo.kind == Kind::Mpmc && (len == SKIP || len == ABANDONED))
+            };
+            for idx in 0..cap as usize {
+                if !readable(idx) {
+                    holes += 1;
+                    continue;
+                }
+                match geo.kind {
+                    Kind::Spsc => {
+                        let seq = mem.seq32(idx).load(Ordering::Relaxed);
+                        // Written as (cursor + 1) as u32 with cursor ≡ idx (mod cap); never written:
+                        // idx (`layout::spsc_initial_seq`), or 0 in rings made before that rule.
+                        let written = u64::from(seq.wrapping_sub(idx as u32 + 1)) % cap == 0;
+                        if !written && seq != layout::spsc_initial_seq(idx) && seq != 0 {
+                            error(
+                                &mut out,
+                                format!("slot {idx}: sequence {seq} cannot belong to this slot"),
+                            );
+                        }
+                    }
+                    _ => {
+                        let seq = mem.seq(idx).load(Ordering::Relaxed);
+                        // pos, pos + 1 or pos + cap, with pos ≡ idx (mod cap).
+                        let r = seq.wrapping_sub(idx as u64) % cap;
+                        if r != 0 && r != 1 % cap {
+                            error(
+                                &mut out,
+                                format!("slot {idx}: sequence {seq} cannot belong to this slot"),
+                            );
+                        }
+                    }
+                }
+            }
+            if let Some((from, to)) = inside {
+                let mut c = from;
+                while c != to {
+                    let idx = (c & geo.mask()) as usize;
+                    if readable(idx) {
+                        let len = mem.len(idx).load(Ordering::Relaxed);
+                        let published = match geo.kind {
+                            Kind::Spsc => {
+                                mem.seq32(idx).load(Ordering::Relaxed) == c.wrapping_add(1) as u32
+                            }
+                            _ => mem.seq(idx).load(Ordering::Relaxed) == c.wrapping_add(1),
+                        };
+                        if geo.kind == Kind::Spsc && !published {
+                            error(
+                                &mut out,
+                                format!("message {c}: inside the cursors but not published"),
+                            );
+                        }
+                        if published && !len_ok(len) {
+                            error(
+                                &mut out,
+                                format!(
+                                    "message {c}: length {len} exceeds the slot size {}",
+                                    geo.slot_size
+                                ),
+                            );
+                        }
+                    } else if geo.kind == Kind::Spsc {
+                        error(
+                            &mut out,
+                            format!("message {c}: inside the cursors, on a page never written"),
+                        );
+                    }
+                    c = c.wrapping_add(1);
+                }
+            }
+            if holes > 0 {
+                note(
+                    &mut out,
+                    format!(
+                        "{holes} slot(s) lie on pages never written (holes): not read, so as not to \
+                         allocate them"
+                    ),
+                );
+            }
         }
         let header = mem.header();
         let mut counts = [0u32; 2];
@@ -322,10 +327,13 @@ impl Ring {
                     format!("registry entry {entry}: malformed word {:#x}", word.0),
                 ),
             }
-            if geo.kind == Kind::Spsc && entry > 1 {
+            if matches!(geo.kind, Kind::Spsc | Kind::Records) && entry > 1 {
                 error(
                     &mut out,
-                    format!("registry entry {entry}: SPSC rings use entries 0 and 1 only"),
+                    format!(
+                        "registry entry {entry}: {} rings use entries 0 and 1 only",
+                        geo.kind
+                    ),
                 );
             }
             if !word.is_alive() {

@@ -25,6 +25,14 @@ pub enum Corruption {
         /// The slot size.
         max: usize,
     },
+    /// A record ring's header word no producer could have written (an unknown state, a length
+    /// past the largest message, a record or padding running past the end of the data area).
+    Record {
+        /// The cursor (byte position) of the record.
+        cursor: u64,
+        /// The header word found.
+        word: u64,
+    },
     /// An MPMC sequence word no protocol step could have written.
     Sequence {
         /// The cursor being claimed.
@@ -58,6 +66,10 @@ impl fmt::Display for Corruption {
             Corruption::Length { cursor, len, max } => write!(
                 f,
                 "ring corrupted: message {cursor} claims {len} bytes in a slot of {max}"
+            ),
+            Corruption::Record { cursor, word } => write!(
+                f,
+                "ring corrupted: the record header at byte {cursor} holds {word:#018x}, which no producer writes"
             ),
             Corruption::Sequence { cursor, seq } => write!(
                 f,
@@ -182,6 +194,13 @@ pub enum TryClaimError {
     Disconnected,
     /// The shared cursors are corrupt.
     Corrupt(Corruption),
+    /// A record ring: the length asked for is above the largest message.
+    TooLarge {
+        /// The length asked for.
+        len: usize,
+        /// The largest message.
+        max: usize,
+    },
 }
 
 impl TryClaimError {
@@ -192,6 +211,7 @@ impl TryClaimError {
             TryClaimError::Pending => TrySendError::Pending(msg),
             TryClaimError::Disconnected => TrySendError::Disconnected(msg),
             TryClaimError::Corrupt(c) => TrySendError::Corrupt(msg, c),
+            TryClaimError::TooLarge { len, max } => TrySendError::TooLarge { msg, len, max },
         }
     }
 }
@@ -207,6 +227,10 @@ impl fmt::Display for TryClaimError {
                 f.write_str("claiming a slot on a full ring whose consumers are gone")
             }
             TryClaimError::Corrupt(c) => c.fmt(f),
+            TryClaimError::TooLarge { len, max } => write!(
+                f,
+                "claiming a record of {len} bytes, above the largest message ({max} bytes)"
+            ),
         }
     }
 }
@@ -426,6 +450,13 @@ pub enum ClaimError {
     Disconnected,
     /// The shared cursors are corrupt.
     Corrupt(Corruption),
+    /// A record ring: the length asked for is above the largest message.
+    TooLarge {
+        /// The length asked for.
+        len: usize,
+        /// The largest message.
+        max: usize,
+    },
 }
 
 impl ClaimError {
@@ -434,6 +465,7 @@ impl ClaimError {
             TryClaimError::Full | TryClaimError::Pending => ClaimError::Timeout,
             TryClaimError::Disconnected => ClaimError::Disconnected,
             TryClaimError::Corrupt(c) => ClaimError::Corrupt(c),
+            TryClaimError::TooLarge { len, max } => ClaimError::TooLarge { len, max },
         }
     }
 }
@@ -446,6 +478,10 @@ impl fmt::Display for ClaimError {
                 f.write_str("claiming a slot on a full ring whose consumers are gone")
             }
             ClaimError::Corrupt(c) => c.fmt(f),
+            ClaimError::TooLarge { len, max } => write!(
+                f,
+                "claiming a record of {len} bytes, above the largest message ({max} bytes)"
+            ),
         }
     }
 }

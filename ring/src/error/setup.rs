@@ -21,6 +21,14 @@ pub enum ConfigError {
         /// The limit.
         max: u64,
     },
+    /// A record ring's data area is below
+    /// [`MIN_RECORD_CAPACITY`](crate::MIN_RECORD_CAPACITY) bytes.
+    CapacityTooSmall {
+        /// What was asked for.
+        requested: u64,
+        /// The minimum.
+        min: u64,
+    },
     /// An MPMC ring needs at least two slots: with one, Vyukov's sequence numbers cannot tell
     /// "written, not yet read" from "free for the next lap".
     MpmcCapacityOne,
@@ -96,6 +104,9 @@ impl ConfigError {
             ConfigError::CapacityTooLarge { .. } => {
                 (GeometryField::Capacity, "above the maximum capacity")
             }
+            ConfigError::CapacityTooSmall { .. } => {
+                (GeometryField::Capacity, "below the minimum capacity")
+            }
             ConfigError::MpmcCapacityOne => {
                 (GeometryField::Capacity, "1 in an MPMC ring (minimum 2)")
             }
@@ -118,8 +129,14 @@ impl fmt::Display for ConfigError {
             ConfigError::CapacityNotPowerOfTwo(c) => {
                 write!(f, "capacity {c} is not a power of two (1, 2, 4, 8, ...)")
             }
+            ConfigError::CapacityTooSmall { requested, min } => {
+                write!(
+                    f,
+                    "capacity {requested} is below the minimum of {min} bytes"
+                )
+            }
             ConfigError::CapacityTooLarge { requested, max } => {
-                write!(f, "capacity {requested} exceeds the maximum of {max} slots")
+                write!(f, "capacity {requested} exceeds the maximum of {max}")
             }
             ConfigError::MpmcCapacityOne => {
                 f.write_str("an MPMC ring needs a capacity of at least 2 slots")

@@ -98,18 +98,23 @@ pub(crate) unsafe fn init(base: NonNull<u8>, geo: &Geometry, creator: u64) {
     id.creator.store(f.creator, Ordering::Relaxed);
     h.head.value.store(0, Ordering::Relaxed);
     h.tail.value.store(0, Ordering::Relaxed);
-    for i in 0..geo.capacity as usize {
+    // A record ring's data area starts zeroed, which is all it needs (`records`).
+    let slots = if geo.kind.is_records() {
+        0
+    } else {
+        geo.capacity as usize
+    };
+    for i in 0..slots {
         // SAFETY: `i < capacity`, so the slot lies inside the `total_size` bytes; its first
         // word is 8-byte aligned (HEADER_SIZE and stride are multiples of 8).
         unsafe {
             let slot = base.as_ptr().add(HEADER_SIZE + i * geo.stride);
-            match geo.kind {
-                Kind::Mpmc => (*slot.cast::<raw::AtomicU64>()).store(i as u64, Ordering::Relaxed),
-                Kind::Spsc => {
-                    (*slot.cast::<raw::AtomicU32>()).store(SPSC_NEVER_WRITTEN, Ordering::Relaxed);
-                    (*slot.add(4).cast::<raw::AtomicU32>())
-                        .store(spsc_initial_seq(i), Ordering::Relaxed);
-                }
+            if geo.kind == Kind::Spsc {
+                (*slot.cast::<raw::AtomicU32>()).store(SPSC_NEVER_WRITTEN, Ordering::Relaxed);
+                (*slot.add(4).cast::<raw::AtomicU32>())
+                    .store(spsc_initial_seq(i), Ordering::Relaxed);
+            } else {
+                (*slot.cast::<raw::AtomicU64>()).store(i as u64, Ordering::Relaxed);
             }
         }
     }

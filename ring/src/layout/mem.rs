@@ -9,7 +9,7 @@ use core::ptr::{self, NonNull};
 use super::MAX_ENDPOINTS;
 #[cfg(loom)]
 use super::build::{SPSC_NEVER_WRITTEN, spsc_initial_seq};
-use super::{Geometry, HEADER_SIZE, Header};
+use super::{Geometry, HEADER_SIZE, Header, RECORD_ALIGN};
 use crate::kind::{Kind, Role};
 use crate::sync::{AtomicU32, AtomicU64, Cells, Futex, raw};
 
@@ -73,7 +73,10 @@ struct Shadow {
     space: ShadowPair,
     attached: [AtomicU32; 2],
     claims: Box<[AtomicU64]>,
+    claim_lens: Box<[AtomicU64]>,
     recovery: AtomicU64,
+    /// A record ring's data area, one word per 8 bytes: the record headers.
+    words: Box<[AtomicU64]>,
 }
 
 /// A validated ring in memory: the base address plus its geometry, with typed accessors for
@@ -113,13 +116,18 @@ impl RingMem {
         asymmetric: bool,
         fault: &'static raw::AtomicBool,
     ) -> RingMem {
-        let slots = geo.capacity as usize;
+        // Slot rings track payload accesses per slot; record rings per 8-byte word.
+        let (slots, words) = if geo.kind.is_records() {
+            (0, geo.capacity as usize / RECORD_ALIGN)
+        } else {
+            (geo.capacity as usize, 0)
+        };
         RingMem {
             base,
             geo,
             asymmetric,
             fault,
-            cells: Cells::new(slots),
+            cells: Cells::new(slots.max(words)),
             #[cfg(loom)]
             shadow: Shadow {
                 head: AtomicU64::new(0),
@@ -128,9 +136,10 @@ impl RingMem {
                 // As `init` lays them (MPMC lengths start at 0).
                 lens: (0..slots)
                     .map(|_| {
-                        AtomicU32::new(match geo.kind {
-                            Kind::Spsc => SPSC_NEVER_WRITTEN,
-                            Kind::Mpmc => 0,
+                        AtomicU32::new(if geo.kind == Kind::Spsc {
+                            SPSC_NEVER_WRITTEN
+                        } else {
+                            0
                         })
                     })
                     .collect(),
@@ -141,7 +150,9 @@ impl RingMem {
                 space: ShadowPair::new(),
                 attached: [AtomicU32::new(0), AtomicU32::new(0)],
                 claims: (0..MAX_ENDPOINTS).map(|_| AtomicU64::new(0)).collect(),
+                claim_lens: (0..MAX_ENDPOINTS).map(|_| AtomicU64::new(0)).collect(),
                 recovery: AtomicU64::new(0),
+                words: (0..words).map(|_| AtomicU64::new(0)).collect(),
             },
         }
     }
@@ -246,6 +257,16 @@ impl RingMem {
         &self.header().endpoints[entry].claim
     }
 
+    /// The reservation length beside the claim record of registry entry `entry`
+    /// (`EndpointEntry::claim_len`, record rings with many producers).
+    #[inline(always)]
+    pub(crate) fn claim_len(&self, entry: usize) -> &AtomicU64 {
+        #[cfg(loom)]
+        return &self.shadow.claim_lens[entry];
+        #[cfg(not(loom))]
+        &self.header().endpoints[entry].claim_len
+    }
+
     /// The MPMC recovery lock (`WaitLine::recovery`).
     #[inline]
     pub(crate) fn recovery(&self) -> &AtomicU64 {
@@ -317,6 +338,104 @@ impl RingMem {
     pub(crate) fn payload(&self, idx: usize) -> *mut u8 {
         // SAFETY: the payload lies within the slot (stride >= payload_offset + slot_size).
         unsafe { self.slot(idx).add(self.geo.payload_offset) }
+    }
+}
+
+/// The data area of a record ring: the header word of a record at an offset, and its bytes.
+/// Offsets are from the start of the data area; callers bound them first (`records::Look`).
+impl RingMem {
+    /// Address `off` bytes into the data area (`off <= capacity`: one past the end is the
+    /// address of an empty payload at the very end).
+    #[inline(always)]
+    fn data(&self, off: usize) -> *mut u8 {
+        debug_assert!((off as u64) <= self.geo.capacity);
+        // SAFETY: off <= capacity, so the address lies within, or one past, the `total_size`
+        // bytes `new` vouches for (`HEADER_SIZE + capacity`).
+        unsafe { self.base.as_ptr().add(HEADER_SIZE + off) }
+    }
+
+    /// The header word of a record at `off` (8-byte aligned, `off < capacity`: callers derive
+    /// it from positions they validated; anything else is folded into range, never trusted).
+    #[inline(always)]
+    pub(crate) fn record_word(&self, off: usize) -> &AtomicU64 {
+        debug_assert!(off.is_multiple_of(RECORD_ALIGN) && (off as u64) < self.geo.capacity);
+        // Two ANDs that are no-ops for every valid offset, and make an invalid one harmless.
+        let off = off & (self.geo.capacity as usize - 1) & !(RECORD_ALIGN - 1);
+        #[cfg(loom)]
+        return &self.shadow.words[off / RECORD_ALIGN];
+        // SAFETY: `off < capacity` and a multiple of 8 (the masks above), so the word lies
+        // inside the data area and is 8-byte aligned (HEADER_SIZE is a multiple of 8); a header
+        // word is only ever accessed atomically while it is one.
+        #[cfg(not(loom))]
+        unsafe {
+            &*self.data(off).cast::<AtomicU64>()
+        }
+    }
+
+    /// `len` bytes from `off` (`off + len <= capacity`).
+    ///
+    /// # Safety
+    /// The caller owns the range for reading for all of `'a` (a committed, unreleased record).
+    #[inline(always)]
+    pub(crate) unsafe fn record_bytes<'a>(&self, off: usize, len: usize) -> &'a [u8] {
+        debug_assert!(off as u64 + len as u64 <= self.geo.capacity);
+        // SAFETY: in bounds (caller's duty); nobody writes the range while it is borrowed.
+        unsafe { core::slice::from_raw_parts(self.data(off), len) }
+    }
+
+    /// `len` writable bytes from `off` (`off + len <= capacity`).
+    ///
+    /// # Safety
+    /// The caller owns the range for writing, exclusively, for all of `'a` (a reserved,
+    /// uncommitted record).
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)] // the ring protocol, not `&self`, grants the exclusivity
+    pub(crate) unsafe fn record_bytes_mut<'a>(&self, off: usize, len: usize) -> &'a mut [u8] {
+        debug_assert!(off as u64 + len as u64 <= self.geo.capacity);
+        // SAFETY: in bounds (caller's duty); nobody else accesses the range while borrowed.
+        unsafe { core::slice::from_raw_parts_mut(self.data(off), len) }
+    }
+
+    /// Copies `msg` to `off` (`off + msg.len() <= capacity`).
+    ///
+    /// # Safety
+    /// The caller owns the range for writing (a reserved, uncommitted record).
+    #[inline(always)]
+    pub(crate) unsafe fn write_record(&self, off: usize, msg: &[u8]) {
+        debug_assert!(off as u64 + msg.len() as u64 <= self.geo.capacity);
+        // SAFETY: in bounds and owned (caller's duty); `msg` is process-local, so the ranges
+        // do not overlap.
+        unsafe { copy(msg.as_ptr(), self.data(off), msg.len()) }
+    }
+
+    /// Copies `buf.len()` bytes from `off` into `buf` (`off + buf.len() <= capacity`).
+    ///
+    /// # Safety
+    /// The caller owns the range for reading (a committed, unreleased record).
+    #[inline(always)]
+    pub(crate) unsafe fn read_record(&self, off: usize, buf: &mut [u8]) {
+        debug_assert!(off as u64 + buf.len() as u64 <= self.geo.capacity);
+        // SAFETY: as for `write_record`.
+        unsafe { copy(self.data(off), buf.as_mut_ptr(), buf.len()) }
+    }
+
+    /// Zeroes `len` bytes from `off` (both multiples of 8, `off + len <= capacity`): what a
+    /// consumed record leaves for the next lap.
+    ///
+    /// # Safety
+    /// The caller owns the range (a record it consumed and has not released, or bytes a dead
+    /// producer reserved), and no word in it is read as a header meanwhile.
+    #[inline]
+    pub(crate) unsafe fn zero_record(&self, off: usize, len: usize) {
+        debug_assert!(off as u64 + len as u64 <= self.geo.capacity);
+        debug_assert!(off.is_multiple_of(RECORD_ALIGN) && len.is_multiple_of(RECORD_ALIGN));
+        #[cfg(loom)]
+        for w in off / RECORD_ALIGN..(off + len) / RECORD_ALIGN {
+            // Relaxed: published by the consumer's Release store of `tail`.
+            self.shadow.words[w].store(0, crate::sync::Ordering::Relaxed);
+        }
+        // SAFETY: in bounds, and owned by the caller (caller's duty); plain bytes.
+        unsafe { ptr::write_bytes(self.data(off), 0, len) };
     }
 }
 

@@ -48,8 +48,18 @@ pub(crate) const MAX_ENDPOINTS: usize = 60;
 /// The largest capacity (slots per ring) a ring may have.
 pub const MAX_CAPACITY: u64 = 1 << 31;
 
-/// The largest payload size per slot, in bytes.
+/// The largest payload size per slot, in bytes (and the largest record).
 pub const MAX_SLOT_SIZE: usize = 1 << 30;
+
+/// The smallest data area of a record ring, in bytes.
+pub const MIN_RECORD_CAPACITY: u64 = 64;
+
+/// The largest data area of a record ring, in bytes (512 GiB).
+pub const MAX_RECORD_CAPACITY: u64 = 1 << 39;
+
+/// A record ring's records start on this boundary, and each begins with a header this long
+/// (`records`).
+pub(crate) const RECORD_ALIGN: usize = 8;
 
 /// The largest segment a ring may occupy, in bytes (1 TiB).
 pub const MAX_SEGMENT_SIZE: u64 = 1 << 40;
@@ -118,7 +128,11 @@ pub(crate) struct EndpointEntry {
     /// dead, or by the next owner once the claim is settled), so a stuck slot can be attributed
     /// (`docs/crash-recovery.md`).
     pub(crate) claim: raw::AtomicU64,
-    _reserved: Pad<{ LINE - 16 }>,
+    /// Record rings with many producers: the bytes the claim reserved, from `claim - 1` (its
+    /// padding at the wrap included), so a recoverer knows what a dead producer held
+    /// (`records`). Zero, and unused, in every other kind.
+    pub(crate) claim_len: raw::AtomicU64,
+    _reserved: Pad<{ LINE - 24 }>,
 }
 
 /// A futex word and the count of processes sleeping on it (see `wait`).
@@ -212,6 +226,7 @@ const _: () = {
     assert!(offset_of!(WaitLine, abandoned) == 32);
     assert!(offset_of!(WaitLine, reclaimed) == 40);
     assert!(offset_of!(EndpointEntry, claim) == 8);
+    assert!(offset_of!(EndpointEntry, claim_len) == 16);
     assert!(offset_of!(WaitLine, space) == 64);
     assert!(offset_of!(Header, endpoints) == 512);
     assert!(size_of::<Header>() == HEADER_SIZE);
@@ -250,6 +265,9 @@ impl Geometry {
         capacity: u64,
         slot_size: usize,
     ) -> Result<Geometry, ConfigError> {
+        if kind.is_records() {
+            return Geometry::records(kind, capacity, slot_size);
+        }
         if capacity == 0 || !capacity.is_power_of_two() {
             return Err(ConfigError::CapacityNotPowerOfTwo(capacity));
         }
@@ -272,8 +290,8 @@ impl Geometry {
             });
         }
         let (len_offset, control) = match kind {
-            Kind::Spsc => (0, 8),  // len u32, seq u32
-            Kind::Mpmc => (8, 16), // seq u64, len u32, pad u32
+            Kind::Spsc => (0, 8), // len u32, seq u32
+            _ => (8, 16),         // MPMC: seq u64, len u32, pad u32
         };
         let (payload_offset, stride) = if slot_size < LARGE_SLOT {
             (control, round_up(control + slot_size, 8))
@@ -298,6 +316,47 @@ impl Geometry {
             payload_offset,
             // Checked to fit a usize above.
             total_size: total as usize,
+        })
+    }
+
+    /// A record ring: `capacity` bytes of data (a power of two, `MIN_RECORD_CAPACITY` to
+    /// `MAX_RECORD_CAPACITY`) right after the header, records of at most `max` bytes (`slot_size`,
+    /// at most `capacity - 8`: a record and its header must fit whole). Stride and payload
+    /// offset are the record alignment and header size.
+    fn records(kind: Kind, capacity: u64, max: usize) -> Result<Geometry, ConfigError> {
+        if capacity == 0 || !capacity.is_power_of_two() {
+            return Err(ConfigError::CapacityNotPowerOfTwo(capacity));
+        }
+        if capacity < MIN_RECORD_CAPACITY {
+            return Err(ConfigError::CapacityTooSmall {
+                requested: capacity,
+                min: MIN_RECORD_CAPACITY,
+            });
+        }
+        if capacity > MAX_RECORD_CAPACITY || usize::try_from(capacity).is_err() {
+            return Err(ConfigError::CapacityTooLarge {
+                requested: capacity,
+                max: MAX_RECORD_CAPACITY,
+            });
+        }
+        if max == 0 {
+            return Err(ConfigError::SlotSizeZero);
+        }
+        let limit = (capacity as usize - RECORD_ALIGN).min(MAX_SLOT_SIZE);
+        if max > limit {
+            return Err(ConfigError::SlotSizeTooLarge {
+                requested: max,
+                max: limit,
+            });
+        }
+        Ok(Geometry {
+            kind,
+            capacity,
+            slot_size: max,
+            stride: RECORD_ALIGN,
+            len_offset: 0,
+            payload_offset: RECORD_ALIGN,
+            total_size: HEADER_SIZE + capacity as usize,
         })
     }
 

@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use std::time::Instant;
 
-use super::recovery::{Record, STALL_POLLS, Stall, leaked, recover, uncommitted};
+use super::recovery::{leaked, recover, uncommitted};
 use super::{Consumer, evidence, len, passed};
-use crate::endpoint::{self, Attached, Endpoint, Receiving, Shared, consumer_api};
+use crate::endpoint::{
+    self, Attached, ClaimRecord, Endpoint, Receiving, STALL_POLLS, Shared, Stall, consumer_api,
+};
 use crate::error::{AttachError, Corruption, RecvError, TryRecvError};
 use crate::kind::Role;
 use crate::layout::{ABANDONED, RingMem, SKIP, Side};
@@ -88,9 +90,10 @@ impl Consumer {
             Role::Consumer,
             Placement::Any {
                 evidence: &evidence,
+                first: 0,
             },
         )?;
-        let record = Record::new(ep.mem(), ep.entry());
+        let record = ClaimRecord::new(ep.mem(), ep.entry());
         Ok(Consumer {
             ep,
             record,
@@ -313,7 +316,7 @@ impl Consumer {
     #[inline(always)]
     fn set_record(&self, value: u64, order: Ordering) {
         if crate::sync::recording() {
-            self.record.get().store(value, order);
+            self.record.claim().store(value, order);
         }
     }
 

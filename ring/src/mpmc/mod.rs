@@ -43,8 +43,8 @@ pub use consumer::ReadSlot;
 pub use producer::WriteSlot;
 pub(crate) use recovery::stuck;
 
-use self::recovery::{Record, Stall};
 use crate::endpoint::Attached;
+use crate::endpoint::{ClaimRecord, Stall};
 use crate::kind::Role;
 use crate::layout::RingMem;
 use crate::sync::{AtomicU64, Ordering};
@@ -69,7 +69,7 @@ pub struct Producer {
     /// The ring, the registry entry, the consumers as last seen.
     ep: Attached,
     /// This endpoint's claim record, resolved once.
-    record: Record,
+    record: ClaimRecord,
     /// How long the slot at `head` has been held by a consumer, as seen by this producer
     /// (crash recovery).
     stall: Stall,
@@ -81,7 +81,7 @@ pub struct Consumer {
     /// The ring, the registry entry, the producers as last seen.
     ep: Attached,
     /// This endpoint's claim record, resolved once.
-    record: Record,
+    record: ClaimRecord,
     /// How long the slot at `tail` has been claimed and not committed, as seen by this
     /// consumer (crash recovery).
     stall: Stall,

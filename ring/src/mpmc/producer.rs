@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use std::time::Instant;
 
-use super::recovery::{Record, STALL_POLLS, Stall, held, leaked, recover};
+use super::recovery::{held, leaked, recover};
 use super::{Producer, evidence, len, passed};
-use crate::endpoint::{self, Attached, Endpoint, Sending, Shared, producer_api};
+use crate::endpoint::{
+    self, Attached, ClaimRecord, Endpoint, STALL_POLLS, Sending, Shared, Stall, producer_api,
+};
 use crate::error::{AttachError, ClaimError, CommitError, Corruption, TryClaimError, TrySendError};
 use crate::kind::Role;
 use crate::layout::{RingMem, SKIP, Side};
@@ -84,9 +86,10 @@ impl Producer {
             Role::Producer,
             Placement::Any {
                 evidence: &evidence,
+                first: 0,
             },
         )?;
-        let record = Record::new(ep.mem(), ep.entry());
+        let record = ClaimRecord::new(ep.mem(), ep.entry());
         Ok(Producer {
             ep,
             record,
@@ -246,7 +249,7 @@ impl Producer {
     #[inline(always)]
     fn set_record(&self, value: u64, order: Ordering) {
         if crate::sync::recording() {
-            self.record.get().store(value, order);
+            self.record.claim().store(value, order);
         }
     }
 

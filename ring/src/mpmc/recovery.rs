@@ -4,100 +4,21 @@
 //! claim; everything else here runs on the "full" and "empty" paths. See
 //! `docs/crash-recovery.md`.
 
-use std::time::{Duration, Instant};
-
+use crate::endpoint::ClaimRecord;
 use crate::kind::Role;
 use crate::layout::{ABANDONED, RingMem, Side};
 use crate::registry::EndpointWord;
-use crate::sync::{AtomicU64, Ordering, Step, crash_point};
+use crate::sync::{Ordering, Step, crash_point};
 use crate::wait;
-
-/// Where an endpoint's claim record (`EndpointEntry::claim`) lives, resolved at attach: the
-/// hot path stores to it once per message, and indexing the registry each time (a bounds
-/// check and a multiply) cost about 1.6 ns of a 29 ns one-thread send+receive.
-#[derive(Debug)]
-pub(super) struct Record(core::ptr::NonNull<AtomicU64>);
-
-// SAFETY: it points at an atomic in the ring's memory, which the endpoint's `Arc<Shared>` keeps
-// mapped for as long as the endpoint (and so this field) lives; atomics are shared by design.
-unsafe impl Send for Record {}
-// SAFETY: as for Send: only `&AtomicU64` is handed out.
-unsafe impl Sync for Record {}
-
-impl Record {
-    pub(super) fn new(mem: &RingMem, entry: usize) -> Record {
-        Record(core::ptr::NonNull::from(mem.claim(entry)))
-    }
-
-    #[inline(always)]
-    pub(super) fn get(&self) -> &AtomicU64 {
-        // SAFETY: see the Send impl: valid while the endpoint holding this field lives, and
-        // `&self` borrows that endpoint.
-        unsafe { self.0.as_ref() }
-    }
-}
-
-/// An endpoint's view of a stuck slot it keeps finding: a consumer's of a slot claimed and not
-/// committed, a producer's of a slot read and not released.
-#[derive(Debug, Default)]
-pub(super) struct Stall {
-    /// The cursor of the stuck slot.
-    pub(super) pos: u64,
-    /// "Empty" (or "full") polls since this endpoint last looked.
-    pub(super) polls: u32,
-    /// When this endpoint first (or last) checked the slot's claimers.
-    since: Option<Instant>,
-}
-
-/// Polls between two looks at a possibly stuck slot (and the clock): a claim in progress is the
-/// normal state of a busy ring, and must cost nothing. (1 under loom, where paths are short.)
-pub(super) const STALL_POLLS: u32 = if cfg!(loom) { 1 } else { 1024 };
-
-impl Stall {
-    /// Whether the slot `stuck` names has stayed stuck for a liveness interval, checked at most
-    /// once per interval: time to look at its claimers. `stuck` is only called every
-    /// [`STALL_POLLS`] polls.
-    pub(super) fn due(&mut self, interval: Duration, stuck: impl FnOnce() -> Option<u64>) -> bool {
-        if !crate::sync::recording() {
-            return false; // a loom model without crashes: nothing can be stuck for good
-        }
-        self.polls = self.polls.saturating_add(1);
-        if self.polls < STALL_POLLS {
-            return false;
-        }
-        self.polls = 0;
-        let Some(pos) = stuck() else {
-            self.since = None;
-            return false;
-        };
-        let now = Instant::now();
-        match self.since {
-            Some(since) if pos == self.pos => {
-                // Under loom the clock is not part of the model: a second look is enough.
-                if !cfg!(loom) && now.duration_since(since) < interval {
-                    return false;
-                }
-                self.since = Some(now);
-                true
-            }
-            _ => {
-                // A new stuck slot: start its clock.
-                self.pos = pos;
-                self.since = Some(now);
-                false
-            }
-        }
-    }
-}
 
 /// The cursor `record` names, if the slot is still stuck on a claim of `role` there: a claim
 /// its endpoint made and never finished, which with no call in progress means a leaked guard.
-pub(super) fn leaked(mem: &RingMem, record: &Record, role: Role) -> Option<u64> {
+pub(super) fn leaked(mem: &RingMem, record: &ClaimRecord, role: Role) -> Option<u64> {
     if !crate::sync::recording() {
         return None;
     }
     // Relaxed: our own record, written by this thread.
-    let pos = record.get().load(Ordering::Relaxed).checked_sub(1)?;
+    let pos = record.claim().load(Ordering::Relaxed).checked_sub(1)?;
     stuck(mem, role, pos).then_some(pos)
 }
 
