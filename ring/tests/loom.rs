@@ -680,3 +680,384 @@ fn mpmc_consumer_killed_holding_a_read_guard() {
 fn mpmc_consumer_killed_right_after_releasing() {
     mpmc_dead_consumer(Death::At(Step::Released));
 }
+
+// ----- Record rings -----
+
+/// A record of `len` bytes from `producer`, number `seq`: torn if any byte disagrees.
+fn rec(producer: u8, seq: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| producer.wrapping_mul(31) ^ seq.wrapping_mul(7) ^ i as u8)
+        .collect()
+}
+
+/// Checks a record made by [`rec`] whose producer and number are known to be one of the
+/// given ones; returns which.
+fn check_rec(m: &[u8], want: &[(u8, u8, usize)]) -> (u8, u8) {
+    for &(p, s, len) in want {
+        if m == rec(p, s, len).as_slice() {
+            return (p, s);
+        }
+    }
+    panic!("a torn or unexpected record: {m:?}");
+}
+
+fn records_ring(kind: shmring::Kind, capacity: u64, max: usize) -> Ring {
+    Ring::builder()
+        .kind(kind)
+        .capacity(capacity)
+        .max_message(max)
+        .heap()
+        .create()
+        .unwrap()
+}
+
+/// One producer, 64 bytes of data: a record, an aborted claim, a record that fills the end of
+/// the data area exactly, one at the start of the next lap, and one that does not fit before
+/// the end (padding, then the next lap). The consumer receives the four messages whole, once,
+/// in order, whatever the interleaving: the padding and the abort are never read, and no
+/// zeroing of a released record races with the producer's next write there.
+#[test]
+fn records_wrap_with_padding_aborts_and_an_exact_fill() {
+    model(|| {
+        let ring = records_ring(shmring::Kind::Records, 64, 32);
+        let mut tx = ring.records_producer().unwrap();
+        let mut rx = ring.records_consumer().unwrap();
+        // Bytes: 16 @0, the abort's 16 @16, 32 @32 (ends at 64 exactly), 16 @64, 32 @80; then
+        // 24 do not fit in the 16 left at 112: padding, and the record at 128.
+        let plan: [(u8, usize); 4] = [(0, 4), (1, 20), (2, 4), (3, 20)];
+        let producer = thread::spawn(move || {
+            for (i, &(seq, len)) in plan.iter().enumerate() {
+                if i == 1 {
+                    drop(tx.try_claim(4).unwrap()); // aborted: padding
+                }
+                loop {
+                    match tx.try_send(&rec(0, seq, len)) {
+                        Ok(()) => break,
+                        Err(e) if e.would_block() => thread::yield_now(),
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+            loop {
+                match tx.try_send(&rec(0, 4, 12)) {
+                    Ok(()) => break,
+                    Err(e) if e.would_block() => thread::yield_now(),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        let mut buf = Vec::new();
+        let want = [(0, 0, 4), (0, 1, 20), (0, 2, 4), (0, 3, 20), (0, 4, 12)];
+        for &(_, s, _) in &want {
+            loop {
+                match rx.try_recv_vec(&mut buf) {
+                    Ok(_) => {
+                        assert_eq!(check_rec(&buf, &want), (0, s));
+                        break;
+                    }
+                    Err(TryRecvError::Empty) => thread::yield_now(),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(rx.try_recv_vec(&mut buf), Err(TryRecvError::Disconnected));
+    });
+}
+
+/// Two producers reserve by compare-and-swap in 64 bytes of data, one with a zero-copy claim it
+/// aborts first, so a third reservation wraps to the next lap over bytes the consumer has just
+/// released and zeroed, while the consumer reads in batches. As in the MPMC models, each
+/// producer tries each send twice (a send that finds the ring full twice is given up) and the
+/// consumer polls twice before the threads are joined and the ring drained: every message sent
+/// arrives whole, exactly once, each producer's in order; the aborted claim is never read.
+#[test]
+fn records_two_producers_one_consumer() {
+    model(|| {
+        // Reservations of 32 bytes each: the third needs the first released.
+        let ring = records_ring(shmring::Kind::RecordsMpsc, 64, 24);
+        let mut a = ring.records_producer().unwrap();
+        let mut b = ring.records_producer().unwrap();
+        let mut rx = ring.records_consumer().unwrap();
+        let sent = Arc::new(AtomicUsize::new(0));
+        let (sa, sb) = (Arc::clone(&sent), Arc::clone(&sent));
+        let pa = thread::spawn(move || {
+            for _ in 0..2 {
+                if a.try_send(&rec(1, 0, 20)).is_ok() {
+                    sa.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                thread::yield_now();
+            }
+        });
+        let pb = thread::spawn(move || {
+            drop(b.try_claim(24)); // aborted (or the ring was full): nothing sent
+            for _ in 0..2 {
+                if let Ok(mut r) = b.try_claim(17) {
+                    r.copy_from_slice(&rec(2, 0, 17));
+                    r.commit().unwrap();
+                    sb.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                thread::yield_now();
+            }
+        });
+        let want = [(1, 0, 20), (2, 0, 17)];
+        let mut seen = [0usize; 3];
+        let mut poll = |rx: &mut shmring::records::Consumer| match rx
+            .try_recv_batch(2, |m| seen[check_rec(m, &want).0 as usize] += 1)
+        {
+            Ok(_) | Err(TryRecvError::Disconnected) => {}
+            Err(e) => panic!("{e}"),
+        };
+        for _ in 0..2 {
+            poll(&mut rx);
+            thread::yield_now();
+        }
+        pa.join().unwrap();
+        pb.join().unwrap();
+        for _ in 0..3 {
+            poll(&mut rx);
+        }
+        assert_eq!(
+            rx.try_recv_batch(2, |_| {}),
+            Err(TryRecvError::Disconnected)
+        );
+        assert!(seen[1] <= 1 && seen[2] <= 1, "duplicate: {seen:?}");
+        assert_eq!(
+            seen[1] + seen[2],
+            sent.load(Ordering::Relaxed),
+            "lost: {seen:?}"
+        );
+    });
+}
+
+#[test]
+fn records_blocking_never_loses_a_wake_up() {
+    model(|| {
+        // 32 bytes: the second record (24 bytes) must wait for the first to be released, and
+        // pads the end first, which the consumer must step over before the producer can go on.
+        let ring = Ring::builder()
+            .records()
+            .capacity(64)
+            .max_message(40)
+            .heap()
+            .wait(sleeper())
+            .create()
+            .unwrap();
+        let mut tx = ring.records_producer().unwrap();
+        let mut rx = ring.records_consumer().unwrap();
+        let producer = thread::spawn(move || {
+            tx.send(&rec(0, 0, 36)).unwrap(); // 48 bytes
+            tx.send(&rec(0, 1, 20)).unwrap(); // 32: pads 16, then waits for room at 0
+        });
+        let mut buf = Vec::new();
+        for (s, len) in [(0, 36), (1, 20)] {
+            rx.recv_vec(&mut buf).unwrap();
+            assert_eq!(check_rec(&buf, &[(0, s, len)]), (0, s));
+        }
+        producer.join().unwrap();
+    });
+}
+
+/// A record-ring producer (many producers) dies at each step of a send — before its
+/// compare-and-swap, between it and its RESERVED header (the header says nothing: the
+/// recovery must tell its size from the claim records), after the header, holding a claim
+/// guard, right after committing — while a live producer sends one record and leaves. The
+/// consumer polls, checking its peers, until disconnected. Whatever the interleaving: the live
+/// record arrives once; the victim's arrives once if committed, is reported `Abandoned` once if
+/// reserved, and nothing is reported if it never reserved; a live victim is never robbed; the
+/// counter agrees.
+fn records_dead_producer(death: Death) {
+    model(move || {
+        shmring::__loom::record_claims();
+        let ring = records_ring(shmring::Kind::RecordsMpsc, 64, 16);
+        let mut victim = ring.records_producer().unwrap();
+        let mut live = ring.records_producer().unwrap();
+        let mut rx = ring.records_consumer().unwrap();
+        let v = thread::spawn(move || {
+            let died = match death {
+                Death::At(step) => killable(step, || victim.try_send(&rec(1, 0, 4)).unwrap()),
+                Death::HoldingGuard => {
+                    let mut r = victim.try_claim(4).unwrap();
+                    r.copy_from_slice(&rec(1, 0, 4));
+                    shmring::__loom::die_here();
+                    drop(r);
+                    true
+                }
+            };
+            assert!(died, "the victim must die where told");
+            victim.die();
+        });
+        // A different size from the victim's, so a wrong guess at the victim's is visible.
+        let l = thread::spawn(move || live.try_send(&rec(2, 0, 12)).unwrap());
+        let want = [(1, 0, 4), (2, 0, 12)];
+        let mut buf = Vec::new();
+        let (mut got, mut abandoned) = ([0u32; 3], 0);
+        loop {
+            match rx.try_recv_vec(&mut buf) {
+                Ok(_) => got[check_rec(&buf, &want).0 as usize] += 1,
+                Err(TryRecvError::Abandoned { .. }) => abandoned += 1,
+                Err(TryRecvError::Empty | TryRecvError::Pending) => {
+                    rx.check_peers();
+                    thread::yield_now();
+                }
+                Err(TryRecvError::Disconnected) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        v.join().unwrap();
+        l.join().unwrap();
+        assert_eq!(got[2], 1, "the live producer's record");
+        let (victim_msgs, lost) = match death {
+            Death::At(Step::ClaimRecorded) => (0, 0),
+            Death::At(Step::Published) => (1, 0),
+            _ => (0, 1),
+        };
+        assert_eq!(
+            (got[1], abandoned),
+            (victim_msgs, lost),
+            "victim died {death:?}"
+        );
+        assert_eq!(ring.status().abandoned, lost as u64);
+    });
+}
+
+#[test]
+fn records_producer_killed_before_its_reservation() {
+    records_dead_producer(Death::At(Step::ClaimRecorded));
+}
+
+#[test]
+fn records_producer_killed_before_announcing_its_reservation() {
+    records_dead_producer(Death::At(Step::Reserved));
+}
+
+#[test]
+fn records_producer_killed_after_announcing_its_reservation() {
+    records_dead_producer(Death::At(Step::Announced));
+}
+
+#[test]
+fn records_producer_killed_holding_a_claim() {
+    records_dead_producer(Death::HoldingGuard);
+}
+
+#[test]
+fn records_producer_killed_right_after_committing() {
+    records_dead_producer(Death::At(Step::Published));
+}
+
+/// One producer dies holding a claim it half wrote (or right after committing); a successor
+/// attaches (before, during or after the consumer's reads), erases what the dead one left and
+/// sends. The consumer receives the committed records and the successor's, whole, once, in
+/// order, and never a byte of the uncommitted one.
+fn records_dead_single_producer(death: Death) {
+    model(move || {
+        shmring::__loom::record_claims();
+        let ring = records_ring(shmring::Kind::Records, 64, 24);
+        let mut victim = ring.records_producer().unwrap();
+        let mut rx = ring.records_consumer().unwrap();
+        let again = ring.clone();
+        let v = thread::spawn(move || {
+            let died = match death {
+                Death::At(step) => killable(step, || victim.try_send(&rec(1, 0, 20)).unwrap()),
+                Death::HoldingGuard => {
+                    let mut r = victim.try_claim(20).unwrap();
+                    r.copy_from_slice(&rec(1, 0, 20));
+                    shmring::__loom::die_here();
+                    drop(r);
+                    true
+                }
+            };
+            assert!(died);
+            victim.die();
+            thread::spawn(move || {
+                let mut next = again.records_producer().expect("a successor attaches");
+                while next.try_send(&rec(2, 0, 4)).is_err() {
+                    thread::yield_now();
+                }
+            })
+        });
+        let committed = matches!(death, Death::At(Step::Published));
+        let want: Vec<(u8, u8, usize)> = if committed {
+            vec![(1, 0, 20), (2, 0, 4)]
+        } else {
+            vec![(2, 0, 4)]
+        };
+        let mut buf = Vec::new();
+        for &(p, s, _) in &want {
+            loop {
+                match rx.try_recv_vec(&mut buf) {
+                    Ok(_) => {
+                        assert_eq!(check_rec(&buf, &want), (p, s));
+                        break;
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => thread::yield_now(),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        v.join().unwrap().join().unwrap();
+        assert_eq!(rx.try_recv_vec(&mut buf), Err(TryRecvError::Disconnected));
+    });
+}
+
+#[test]
+fn records_single_producer_killed_holding_a_claim() {
+    records_dead_single_producer(Death::HoldingGuard);
+}
+
+#[test]
+fn records_single_producer_killed_right_after_committing() {
+    records_dead_single_producer(Death::At(Step::Published));
+}
+
+/// The consumer dies after marking a record consumed and before zeroing it; its successor
+/// finishes the release (counted as reclaimed: the message went to the dead consumer) and
+/// receives the next record whole.
+#[test]
+fn records_consumer_killed_while_releasing() {
+    model(|| {
+        shmring::__loom::record_claims();
+        let ring = records_ring(shmring::Kind::Records, 64, 24);
+        let mut tx = ring.records_producer().unwrap();
+        let mut victim = ring.records_consumer().unwrap();
+        let again = ring.clone();
+        let p = thread::spawn(move || {
+            for s in 0..2 {
+                while tx.try_send(&rec(0, s, 20)).is_err() {
+                    thread::yield_now();
+                }
+            }
+        });
+        let mut buf = Vec::new();
+        let died = killable(Step::Consumed, || {
+            loop {
+                match victim.try_recv_vec(&mut buf) {
+                    Ok(_) => panic!("the victim must die releasing"),
+                    Err(TryRecvError::Empty) => thread::yield_now(),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        assert!(died);
+        assert_eq!(
+            check_rec(&buf, &[(0, 0, 20)]),
+            (0, 0),
+            "read whole before dying"
+        );
+        victim.die();
+        let mut rx = again.records_consumer().expect("a successor attaches");
+        loop {
+            match rx.try_recv_vec(&mut buf) {
+                Ok(_) => break,
+                Err(TryRecvError::Empty) => thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(check_rec(&buf, &[(0, 1, 20)]), (0, 1));
+        p.join().unwrap();
+        assert_eq!(ring.status().reclaimed, 1);
+    });
+}

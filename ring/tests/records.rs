@@ -19,7 +19,7 @@ const DATA: u64 = 8192;
 
 /// A header word as docs/layout.md defines it.
 fn header(lap: u64, state: u64, len: u64) -> [u8; 8] {
-    (lap << 40 | state << 32 | len).to_ne_bytes()
+    (lap << 40 | state << 32 | len).to_le_bytes()
 }
 
 fn pair(ring: &Ring) -> (Producer, Consumer) {
@@ -386,7 +386,7 @@ fn impossible_header_words_are_reported_never_trusted() {
                 unique.poke(DATA, &word);
                 let want = Err(TryRecvError::Corrupt(Corruption::Record {
                     cursor: 0,
-                    word: u64::from_ne_bytes(word),
+                    word: u64::from_le_bytes(word),
                 }));
                 let mut buf = Vec::new();
                 assert_eq!(rx.try_recv_vec(&mut buf), want, "{kind}: {what}");

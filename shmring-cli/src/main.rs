@@ -22,6 +22,7 @@ use shmring::{Backing, Cleanup, CreateError, Kind, RecvError, Ring, SysvKey, Try
 const EXAMPLES: &str = "\
 Examples:
   shmring create /jobs --capacity 1024 --slot-size 256      # an SPSC ring (--mpmc for MPMC)
+  shmring create /logs --records --capacity-bytes 1048576   # lines of any length (--mpsc)
   printf 'a\\nb\\n' | shmring send /jobs                       # one message per line
   shmring recv /jobs --count 2                              # prints a, b
   shmring ls                                                # every ring, fill level, endpoints
@@ -87,19 +88,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Create a ring that stays until removed (`shmring rm`).
+    /// Create a ring that stays until removed (`shmring rm`): a slot ring (--capacity slots of
+    /// --slot-size bytes) or a record ring (--records: --capacity-bytes of data, messages of any
+    /// length up to --max-message).
     Create {
         #[command(flatten)]
         target: Target,
         /// Slots: a power of two.
-        #[arg(long)]
-        capacity: u64,
+        #[arg(long, required_unless_present = "records", conflicts_with = "records")]
+        capacity: Option<u64>,
         /// Largest message in bytes.
-        #[arg(long)]
-        slot_size: usize,
+        #[arg(long, required_unless_present = "records", conflicts_with = "records")]
+        slot_size: Option<usize>,
         /// Multiple producers and consumers (default: one of each).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "records")]
         mpmc: bool,
+        /// A record ring: each message takes the bytes it needs (default: one producer).
+        #[arg(long)]
+        records: bool,
+        /// With --records: bytes of data, a power of two (at least 64).
+        #[arg(long, requires = "records", required_if_eq("records", "true"))]
+        capacity_bytes: Option<u64>,
+        /// With --records: the largest message in bytes (default: an eighth of the capacity).
+        #[arg(long, requires = "records")]
+        max_message: Option<usize>,
+        /// With --records: any number of producers (one consumer).
+        #[arg(long, requires = "records")]
+        mpsc: bool,
         /// Permission bits, octal.
         #[arg(long, default_value = "600", value_parser = parse_mode)]
         mode: u32,
@@ -360,14 +375,39 @@ fn run(command: Command, out: &mut dyn Write) -> Result<u8, Failure> {
             capacity,
             slot_size,
             mpmc,
+            records,
+            capacity_bytes,
+            max_message,
+            mpsc,
             mode,
         } => {
             let backing = target.backing();
-            let ring = Ring::builder()
+            if !records && (mpsc || capacity_bytes.is_some() || max_message.is_some()) {
+                return Err(Failure::usage(
+                    "--mpsc, --capacity-bytes and --max-message make a record ring: add --records"
+                        .to_owned(),
+                ));
+            }
+            let kind = match (records, mpsc, mpmc) {
+                (true, true, _) => Kind::RecordsMpsc,
+                (true, false, _) => Kind::Records,
+                (false, _, true) => Kind::Mpmc,
+                (false, _, false) => Kind::Spsc,
+            };
+            // clap has required what each kind needs.
+            let (capacity, size) = if records {
+                (capacity_bytes.unwrap_or_default(), max_message)
+            } else {
+                (capacity.unwrap_or_default(), slot_size)
+            };
+            let mut builder = Ring::builder()
                 .backing(backing.clone())
-                .kind(if mpmc { Kind::Mpmc } else { Kind::Spsc })
-                .capacity(capacity)
-                .slot_size(slot_size)
+                .kind(kind)
+                .capacity(capacity);
+            if let Some(size) = size {
+                builder = builder.slot_size(size);
+            }
+            let ring = builder
                 .mode(mode)
                 .cleanup(Cleanup::Manual)
                 .create()
@@ -375,14 +415,25 @@ fn run(command: Command, out: &mut dyn Write) -> Result<u8, Failure> {
                     CreateError::Config(c) => Failure::usage(c.to_string()),
                     e => Failure::failed(format!("{backing}: {e}")),
                 })?;
-            writeln!(
-                out,
-                "created {backing}: {}, capacity {}, slot size {} B, {} bytes",
-                ring.kind(),
-                ring.capacity(),
-                ring.slot_size(),
-                ring.segment_size()
-            )?;
+            if records {
+                writeln!(
+                    out,
+                    "created {backing}: {}, {} bytes of data, messages up to {} B, {} bytes",
+                    ring.kind(),
+                    ring.capacity(),
+                    ring.slot_size(),
+                    ring.segment_size()
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "created {backing}: {}, capacity {}, slot size {} B, {} bytes",
+                    ring.kind(),
+                    ring.capacity(),
+                    ring.slot_size(),
+                    ring.segment_size()
+                )?;
+            }
             Ok(0)
         }
         Command::Send {
@@ -520,7 +571,7 @@ fn read_frame(input: &mut impl Read, msg: &mut Vec<u8>, max: usize) -> io::Resul
     let len = u32::from_le_bytes(len) as usize;
     if len > max {
         return Err(io::Error::other(format!(
-            "length {len} exceeds the slot size {max}"
+            "length {len} exceeds the largest message, {max} bytes"
         )));
     }
     msg.resize(len, 0);

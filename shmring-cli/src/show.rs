@@ -84,7 +84,7 @@ pub(crate) fn list(out: &mut dyn Write, entries: &[Entry], as_json: bool) -> io:
     }
     writeln!(
         out,
-        "{:<32} {:<5} {:>10} {:>9} {:>16}  endpoints",
+        "{:<32} {:<12} {:>10} {:>9} {:>16}  endpoints",
         "name", "kind", "capacity", "slot", "fill"
     )?;
     for e in entries {
@@ -99,7 +99,7 @@ pub(crate) fn list(out: &mut dyn Write, entries: &[Entry], as_json: bool) -> io:
                 );
                 writeln!(
                     out,
-                    "{:<32} {:<5} {:>10} {:>9} {:>16}  {}",
+                    "{:<32} {:<12} {:>10} {:>9} {:>16}  {}",
                     backing(&e.backing),
                     s.kind.to_string(),
                     s.capacity,
@@ -126,24 +126,36 @@ pub(crate) fn inspect(
         return Ok(());
     }
     writeln!(out, "name       {}", backing(b))?;
+    let records = s.kind.is_records();
+    if records {
+        writeln!(
+            out,
+            "kind       {}   capacity {} bytes   largest message {} B   segment {} bytes",
+            s.kind, s.capacity, s.slot_size, s.segment_size
+        )?;
+    } else {
+        writeln!(
+            out,
+            "kind       {}   capacity {}   slot size {} B   segment {} bytes",
+            s.kind, s.capacity, s.slot_size, s.segment_size
+        )?;
+    }
     writeln!(
         out,
-        "kind       {}   capacity {}   slot size {} B   segment {} bytes",
-        s.kind, s.capacity, s.slot_size, s.segment_size
-    )?;
-    writeln!(
-        out,
-        "cursors    head {}   tail {}   lag {} ({:.1}% full)",
+        "cursors    head {}   tail {}   lag {}{} ({:.1}% full)",
         s.head,
         s.tail,
         s.head.wrapping_sub(s.tail),
+        if records { " bytes" } else { "" },
         100.0 * s.len() as f64 / s.capacity as f64
     )?;
     if s.head_hint != s.head {
         writeln!(
             out,
-            "           (stored head {}: a producer died before storing it; the slots say {})",
-            s.head_hint, s.head
+            "           (stored head {}: a producer died before storing it; the {} say {})",
+            s.head_hint,
+            if records { "records" } else { "slots" },
+            s.head
         )?;
     }
     match s.creator {

@@ -629,3 +629,112 @@ fn doctor_reports_each_check_and_a_small_dev_shm() {
     );
     assert!(err.contains("problem(s) found"), "{err}");
 }
+
+#[test]
+fn record_rings_carry_lines_of_any_length_up_to_the_largest() {
+    let name = Name::new("records");
+    let n = name.0.as_str();
+    let created = ok(
+        &[
+            "create",
+            n,
+            "--records",
+            "--capacity-bytes",
+            "4096",
+            "--max-message",
+            "1000",
+        ],
+        b"",
+    );
+    assert!(
+        created.contains("RECORDS, 4096 bytes of data, messages up to 1000 B, 12288 bytes"),
+        "{created}"
+    );
+    // Lines of 0 to 1000 bytes: each takes its own length, rounded up to 8, plus 8.
+    let lines: Vec<String> = [0usize, 1, 7, 8, 9, 300, 1000]
+        .iter()
+        .map(|&len| "x".repeat(len))
+        .collect();
+    let input = lines.join("\n") + "\n";
+    ok(&["send", n], input.as_bytes());
+    let inspected: serde_json::Value =
+        serde_json::from_str(&ok(&["inspect", n, "--json"], b"")).unwrap();
+    assert_eq!(inspected["kind"], "RECORDS");
+    assert_eq!(inspected["len"], 8 + 16 + 16 + 16 + 24 + 312 + 1008);
+    let text = ok(&["inspect", n], b"");
+    assert!(
+        text.contains("capacity 4096 bytes   largest message 1000 B"),
+        "{text}"
+    );
+    assert!(ok(&["check", n], b"").contains("consistent"));
+    assert!(
+        ok(&["ls"], b"")
+            .lines()
+            .any(|l| l.starts_with(n) && l.contains("RECORDS"))
+    );
+    assert_eq!(ok(&["recv", n], b""), input);
+    // A line over the largest message is refused with its number and length; nothing after it
+    // is sent, nothing before it lost.
+    let long = format!("ok\n{}\nafter\n", "y".repeat(1001));
+    let out = run(&["send", n], long.as_bytes());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2 (1001 bytes)"), "{err}");
+    assert_eq!(ok(&["recv", n], b""), "ok\n");
+    // Many producers, raw frames.
+    let mpsc = Name::new("records-mpsc");
+    let m = mpsc.0.as_str();
+    assert!(
+        ok(
+            &[
+                "create",
+                m,
+                "--records",
+                "--mpsc",
+                "--capacity-bytes",
+                "1024"
+            ],
+            b""
+        )
+        .contains("RECORDS-MPSC, 1024 bytes of data, messages up to 128 B")
+    );
+    let mut frames = Vec::new();
+    for msg in [&b""[..], b"\x00\n", &[7u8; 128]] {
+        frames.extend_from_slice(&(msg.len() as u32).to_le_bytes());
+        frames.extend_from_slice(msg);
+    }
+    ok(&["send", m, "--raw"], &frames);
+    assert_eq!(run(&["recv", m, "--raw"], b"").stdout, frames);
+}
+
+#[test]
+fn record_ring_arguments_get_clear_errors() {
+    let name = Name::new("records-args");
+    let n = name.0.as_str();
+    for (args, says) in [
+        (vec!["--records"], "--capacity-bytes"),
+        (
+            vec!["--records", "--capacity-bytes", "1000"],
+            "power of two",
+        ),
+        (vec!["--records", "--capacity-bytes", "32"], "minimum"),
+        (
+            vec!["--records", "--capacity-bytes", "64", "--max-message", "57"],
+            "56",
+        ),
+        (vec!["--capacity-bytes", "64"], "--records"),
+        (
+            vec!["--mpsc", "--capacity", "4", "--slot-size", "8"],
+            "--records",
+        ),
+        (
+            vec!["--records", "--capacity-bytes", "64", "--capacity", "4"],
+            "cannot be used with",
+        ),
+    ] {
+        let mut all = vec!["create", n];
+        all.extend(args.iter().copied());
+        let err = fails(&all, 2);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}

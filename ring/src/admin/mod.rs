@@ -34,9 +34,9 @@ use crate::sync::Ordering;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Status {
-    /// SPSC or MPMC.
+    /// The ring's kind.
     pub kind: Kind,
-    /// Slots.
+    /// Slots (a record ring: bytes of data).
     pub capacity: u64,
     /// Largest message, bytes.
     pub slot_size: usize,
@@ -70,7 +70,8 @@ pub struct Status {
 
 impl Status {
     /// Messages in the ring no consumer has taken (`head - tail` with the wrapping difference
-    /// `docs/layout.md` defines, at most the capacity); see [`Ring::len`].
+    /// `docs/layout.md` defines, at most the capacity; a record ring: bytes); see
+    /// [`Ring::len`].
     pub fn len(&self) -> u64 {
         self.head.wrapping_sub(self.tail).min(self.capacity)
     }

@@ -202,7 +202,8 @@ impl IdentityFields {
         let kind = Kind::from_code(self.kind).ok_or(OpenError::CorruptHeader {
             field: "kind",
             found: u64::from(self.kind),
-            reason: "not 1 (SPSC) or 2 (MPMC)",
+            reason: "no kind this version knows (1 SPSC, 2 MPMC, 3 RECORDS, 4 RECORDS-MPSC): \
+                     a ring of a newer shmring, or not a ring",
         })?;
         let slot_size = usize::try_from(self.slot_size).unwrap_or(usize::MAX);
         let geo = Geometry::new(kind, self.capacity, slot_size).map_err(|e| {

@@ -8,7 +8,7 @@
 //! up to 8 bytes, so a record of `len` bytes takes `8 + round_up(len, 8)`:
 //!
 //! ```text
-//! header word (u64, native-endian, accessed atomically):
+//! header word (u64, little-endian, accessed atomically):
 //!   bits  0..32  length: the payload (MESSAGE, RESERVED), or the bytes after the header
 //!                (PADDING, CONSUMED, ABANDONED); the record takes 8 + round_up(length, 8)
 //!   bits 32..40  state: 1 MESSAGE    committed; the consumer may read it

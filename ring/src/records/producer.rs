@@ -211,9 +211,11 @@ impl Producer {
                 // position): pairs with the Acquire load of the records in
                 // `recovery::settle`: a recoverer that sees this record sees the length and
                 // our earlier headers (which tell it where our last record ended).
-                self.record.len().store(size | flag, Ordering::Relaxed);
-                self.record.claim().store(pos + 1, Ordering::Release);
-                crash_point(Step::ClaimRecorded);
+                if crate::sync::recording() {
+                    self.record.len().store(size | flag, Ordering::Relaxed);
+                    self.record.claim().store(pos + 1, Ordering::Release);
+                    crash_point(Step::ClaimRecorded);
+                }
                 // AcqRel on success, Acquire on failure: the payload is published by the
                 // header word, not by the cursor; these keep the cursor and the claim records
                 // consistent for a recoverer.
