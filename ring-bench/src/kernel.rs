@@ -55,8 +55,8 @@ fn stream_pair(t: Transport) -> Result<(std::fs::File, std::fs::File), String> {
     })
 }
 
-/// One end of a kernel channel carrying fixed-size messages.
-enum Chan {
+/// One end of a kernel channel carrying messages whose sizes both ends know.
+pub(crate) enum Chan {
     /// A byte stream (pipe, Unix stream, TCP): `write_all` / `read_exact`.
     Stream(std::fs::File),
     /// A seqpacket socket: one `write`, one `read` per message.
@@ -66,7 +66,7 @@ enum Chan {
 }
 
 impl Chan {
-    fn send(&mut self, m: &[u8]) -> Result<(), String> {
+    pub(crate) fn send(&mut self, m: &[u8]) -> Result<(), String> {
         match self {
             Chan::Stream(f) => f.write_all(m).map_err(|e| e.to_string()),
             Chan::Packet(f) => match f.write(m) {
@@ -78,7 +78,8 @@ impl Chan {
         }
     }
 
-    fn recv(&mut self, b: &mut [u8]) -> Result<(), String> {
+    /// Receives one message of exactly `b.len()` bytes.
+    pub(crate) fn recv(&mut self, b: &mut [u8]) -> Result<(), String> {
         let n = match self {
             Chan::Stream(f) => return f.read_exact(b).map_err(|e| e.to_string()),
             Chan::Packet(f) => f.read(b).map_err(|e| e.to_string())?,
@@ -93,7 +94,7 @@ impl Chan {
 
     /// After the child was told to stop: take what it still sends, so a child blocked on a full
     /// channel can see the flag and exit.
-    fn drain(&mut self, size: usize) {
+    pub(crate) fn drain(&mut self, size: usize) {
         let mut sink = Buf::new(size.max(65536));
         match self {
             // End of file once the child has closed its end.
@@ -125,8 +126,8 @@ fn mq_limits() -> (usize, i64) {
     (read("msgsize_max", 8192) as usize, read("msg_max", 10))
 }
 
-/// (receiving end, sending end) of a channel for `size`-byte messages.
-fn chan_pair(t: Transport, size: usize) -> Result<(Chan, Chan), BenchError> {
+/// (receiving end, sending end) of a channel for messages of up to `size` bytes.
+pub(crate) fn chan_pair(t: Transport, size: usize) -> Result<(Chan, Chan), BenchError> {
     match t {
         Transport::PosixMq => {
             use nix::mqueue::{MQ_OFlag, MqAttr, mq_open, mq_unlink};

@@ -36,6 +36,8 @@ mod measure;
 
 mod units;
 
+mod mix;
+
 mod plot;
 
 mod report;
@@ -113,6 +115,12 @@ struct Args {
     /// Shared memory of the shmring rows.
     #[arg(long, value_enum, default_value_t = Backend::Posix)]
     backend: Backend,
+
+    /// Mixes of message sizes for the variable-size table (comma-separated `LO-HI`, uniform,
+    /// or `log:LO-HI`, log-uniform; `none` skips the table): the record ring against the slot
+    /// ring sized for the largest message, a seqpacket socket and a pipe.
+    #[arg(long, value_delimiter = ',', default_values_t = ["16-1024".to_owned(), "16-65536".to_owned(), "log:16-65536".to_owned()])]
+    mixes: Vec<String>,
 }
 
 fn default_transports() -> Vec<Transport> {
@@ -121,6 +129,7 @@ fn default_transports() -> Vec<Transport> {
         Transport::ShmringSpscZc,
         Transport::ShmringSpscBatch,
         Transport::ShmringMpmc,
+        Transport::ShmringRecords,
         Transport::ShmringSpscBlocking,
         Transport::ShmringSpscSleep,
         Transport::Pipe,
@@ -162,6 +171,17 @@ fn main() {
             args.transports.push(t);
         }
     }
+    let mixes: Vec<mix::Mix> = if args.mixes.iter().any(|m| m == "none") {
+        Vec::new()
+    } else {
+        match args.mixes.iter().map(|m| m.parse()).collect() {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("ring-bench: --mixes {e}");
+                std::process::exit(2);
+            }
+        }
+    };
     let cfg = Config {
         slot_size: args.slot_size,
         memcpy_offset: args.memcpy_offset,
@@ -191,6 +211,22 @@ fn main() {
                     }
                     Err(BenchError::Skip(why)) => results.skip(t, "throughput", size, why),
                     Err(BenchError::Fail(e)) => fail(&format!("{} {size} B: {e}", t.name())),
+                }
+            }
+        }
+        for m in &mixes {
+            for t in mix::TRANSPORTS {
+                eprint!(
+                    "\r{:79}\rround {}/{}: {} {m}",
+                    "",
+                    round + 1,
+                    args.rounds,
+                    t.name()
+                );
+                match mix::throughput(t, m, window, &cfg) {
+                    Ok(rate) => results.mix(round, m, t, rate),
+                    Err(BenchError::Skip(why)) => results.mix_skip(m, t, why),
+                    Err(BenchError::Fail(e)) => fail(&format!("{} {m}: {e}", t.name())),
                 }
             }
         }

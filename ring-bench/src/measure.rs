@@ -21,7 +21,8 @@ pub(crate) fn throughput(
         Transport::ShmringSpsc
         | Transport::ShmringSpscZc
         | Transport::ShmringSpscBatch
-        | Transport::ShmringMpmc => Ok(shm::throughput(t, size, window, cfg)?),
+        | Transport::ShmringMpmc
+        | Transport::ShmringRecords => Ok(shm::throughput(t, size, window, cfg)?),
         Transport::Rtrb | Transport::CrossbeamArrayqueue => {
             let q = if t == Transport::Rtrb {
                 Queue::Rtrb
@@ -54,6 +55,7 @@ pub(crate) fn latency(
         Transport::RawSpin => Ok(limits::raw_spin(iters, warmup)?),
         Transport::ShmringSpsc
         | Transport::ShmringMpmc
+        | Transport::ShmringRecords
         | Transport::ShmringSpscBlocking
         | Transport::ShmringSpscSleep => Ok(shm::latency(t, size, iters, warmup, cfg)?),
         Transport::Iceoryx2 => iceoryx2_latency(size, iters),

@@ -35,6 +35,7 @@ fn row(t: Transport) -> Option<(Kind, Api)> {
         Transport::ShmringSpscZc => (Kind::Spsc, Api::ZeroCopy),
         Transport::ShmringSpscBatch => (Kind::Spsc, Api::Batch),
         Transport::ShmringMpmc => (Kind::Mpmc, Api::Copy),
+        Transport::ShmringRecords => (Kind::Records, Api::Copy),
         Transport::ShmringSpscBlocking | Transport::ShmringSpscSleep => (Kind::Spsc, Api::Blocking),
         _ => return None,
     })
@@ -46,18 +47,30 @@ pub(crate) fn segment_bytes(t: Transport, size: usize, cfg: &Config) -> Option<u
     let slot = cfg.slot_size.unwrap_or(size).max(size);
     Ring::builder()
         .kind(kind)
-        .capacity(capacity_for(slot))
+        .capacity(capacity_for(kind, slot))
         .slot_size(slot)
         .segment_size()
         .ok()
 }
 
-/// Slots for a ring carrying `size`-byte messages: about 4 MiB of payload, 8 to 4096 slots.
-fn capacity_for(size: usize) -> u64 {
-    ((4 << 20) / size.max(1))
+/// Slots for a ring carrying `size`-byte messages: about 4 MiB of payload, 8 to 4096 slots. A
+/// record ring gets the bytes that many records take (a power of two).
+fn capacity_for(kind: Kind, size: usize) -> u64 {
+    let slots = ((4 << 20) / size.max(1))
         .clamp(8, 4096)
         .next_power_of_two()
-        .min(4096) as u64
+        .min(4096) as u64;
+    if kind.is_records() {
+        (slots * record_bytes(size)).next_power_of_two()
+    } else {
+        slots
+    }
+}
+
+/// The bytes a record of `len` bytes takes in a record ring: its header and its payload
+/// rounded up to 8 (`docs/layout.md`).
+pub(crate) fn record_bytes(len: usize) -> u64 {
+    8 + len.next_multiple_of(8) as u64
 }
 
 /// A fresh ring for `size`-byte messages in the configured backend, with the blocking calls'
@@ -67,6 +80,20 @@ fn ring(
     tag: &str,
     kind: Kind,
     size: usize,
+    wait: WaitOptions,
+    cfg: &Config,
+) -> Result<Ring, String> {
+    let slot = cfg.slot_size.unwrap_or(size).max(size);
+    sized_ring(tag, kind, capacity_for(kind, slot), slot, wait, cfg)
+}
+
+/// A fresh ring of `capacity` (slots, or a record ring's bytes) for messages up to `max`
+/// bytes, in the configured backend.
+pub(crate) fn sized_ring(
+    tag: &str,
+    kind: Kind,
+    capacity: u64,
+    max: usize,
     wait: WaitOptions,
     cfg: &Config,
 ) -> Result<Ring, String> {
@@ -84,11 +111,10 @@ fn ring(
         Backend::Anon => shmring::Backing::Anonymous,
     };
     let _ = shmring::remove(&backing);
-    let slot = cfg.slot_size.unwrap_or(size).max(size);
     Ring::builder()
         .kind(kind)
-        .capacity(capacity_for(slot))
-        .slot_size(slot)
+        .capacity(capacity)
+        .slot_size(max)
         .backing(backing)
         .populate(true)
         .wait(wait)

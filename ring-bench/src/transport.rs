@@ -18,6 +18,8 @@ pub(crate) enum Transport {
     ShmringSpscBatch,
     /// shmring MPMC ring with one producer and one consumer, copy API.
     ShmringMpmc,
+    /// shmring record ring (one producer), copy API: each message takes the bytes it needs.
+    ShmringRecords,
     /// shmring SPSC ring, blocking `send` / `recv` with the default wait (spin 50 µs, yield
     /// 50 µs, then sleep on a futex; latency only).
     ShmringSpscBlocking,
@@ -54,6 +56,7 @@ impl Transport {
             Transport::ShmringSpscZc => "shmring-spsc-zc",
             Transport::ShmringSpscBatch => "shmring-spsc-batch",
             Transport::ShmringMpmc => "shmring-mpmc",
+            Transport::ShmringRecords => "shmring-records",
             Transport::ShmringSpscBlocking => "shmring-spsc-blocking",
             Transport::ShmringSpscSleep => "shmring-spsc-sleep",
             Transport::Pipe => "pipe",
@@ -71,7 +74,7 @@ impl Transport {
 
     pub(crate) fn api(self) -> &'static str {
         match self {
-            Transport::ShmringSpsc | Transport::ShmringMpmc => "copy",
+            Transport::ShmringSpsc | Transport::ShmringMpmc | Transport::ShmringRecords => "copy",
             Transport::ShmringSpscZc => "zero-copy",
             Transport::ShmringSpscBatch => "batch",
             Transport::ShmringSpscBlocking => "blocking",

@@ -116,10 +116,21 @@ impl Consumer {
     /// and reported.
     #[inline(always)]
     fn next(&mut self) -> Result<(usize, usize), TryRecvError> {
-        match look(self.mem(), self.tail) {
-            Look::Message(len) => Ok((offset(self.mem(), self.tail) + RECORD_ALIGN, len)),
-            other => self.slow(other),
+        let mem = self.mem();
+        let geo = mem.geometry();
+        let off = offset(mem, self.tail);
+        // Acquire: as in `look`.
+        let w = mem.record_word(off).load(Ordering::Acquire);
+        // The common case, with one comparison for lap and state: a message of this lap that
+        // fits (`Look::of` decides every other case).
+        let len = (w & super::LEN_MASK) as usize;
+        if w >> super::STATE_SHIFT == super::lap(mem, self.tail) << 8 | super::MESSAGE
+            && len <= geo.slot_size
+            && record_size(len) <= geo.capacity as usize - off
+        {
+            return Ok((off + RECORD_ALIGN, len));
         }
+        self.slow(Look::of(mem, self.tail, w))
     }
 
     /// [`next`](Self::next) when the header at `tail` is not a message (`first`).
@@ -241,11 +252,22 @@ impl Consumer {
         Ok(true)
     }
 
-    /// Consumes the record at `tail` (`size` bytes, in `state`): a message is marked consumed
-    /// first, so a successor never delivers it half-zeroed; then everything after the header
-    /// is zeroed, and the local cursor moves past it (stored by `publish_tail`).
+    /// Consumes the record at `tail` (`size` bytes, in `state`) and moves the local cursor past
+    /// it (stored by `publish_tail`). With many producers a message is marked consumed first (so
+    /// a successor never delivers it half-zeroed) and everything after the header is zeroed,
+    /// so no old payload is read as a header next lap; with one, the producer clears each
+    /// record start instead (`Producer::clear_next`) and the consumer writes nothing here.
     #[inline(always)]
     fn consume(&mut self, size: usize, state: u64) {
+        if self.many {
+            self.zero(size, state);
+        }
+        self.tail = self.tail.wrapping_add(size as u64);
+    }
+
+    /// Many producers: marks the record at `tail` consumed and zeroes it after its header.
+    #[inline(always)]
+    fn zero(&self, size: usize, state: u64) {
         let mem = self.mem();
         let off = offset(mem, self.tail);
         let header = mem.record_word(off);
@@ -264,7 +286,6 @@ impl Consumer {
         // against the end of the data area (`Look::of`).
         unsafe { mem.zero_record(off + RECORD_ALIGN, size - RECORD_ALIGN) };
         token.end();
-        self.tail = self.tail.wrapping_add(size as u64);
     }
 
     /// Hands the consumed bytes back to the producers.

@@ -1,7 +1,7 @@
 //! Variable-length records: a byte ring where a message takes the bytes it needs.
 //!
-//! Two kinds share this module: [`Kind::Records`](crate::Kind::Records) (one producer) and
-//! [`Kind::RecordsMpsc`](crate::Kind::RecordsMpsc) (many producers); both have one consumer.
+//! Two kinds share this module: [`Kind::Records`] (one producer) and
+//! [`Kind::RecordsMpsc`] (many producers); both have one consumer.
 //!
 //! The data area is `capacity` bytes (a power of two) right after the header. Each record
 //! starts on an 8-byte boundary with an 8-byte **header word**, followed by its payload rounded
@@ -25,25 +25,37 @@
 //! little room before the end reserves the rest as padding and starts again at offset 0.
 //!
 //! - **One producer** keeps `head` in a local (no read-modify-write anywhere): it writes the
-//!   payload, then commits with one **Release** store of the header word, then stores `head`
-//!   (Relaxed) for observers.
+//!   payload, clears the word where the next record will start, then commits with one
+//!   **Release** store of the header word, then stores `head` (Relaxed) for observers.
 //! - **Many producers** reserve with a compare-and-swap on `head`, store a `RESERVED` header
 //!   (so a consumer can tell "being written" from "not yet claimed", and recovery knows the
 //!   length), write the payload, and commit with one **Release** store of the header word.
 //! - **The consumer** loads the header word at `tail` with **Acquire**: a committed header *of
 //!   the current lap* makes the payload visible; zero, or a header of the previous lap, means
-//!   nothing yet. After reading it marks the header `CONSUMED`, **zeroes the rest of the
-//!   record**, and stores `tail` with **Release**, which the producers acquire before reusing
-//!   those bytes.
+//!   nothing yet. After reading it stores `tail` with **Release** (once per batch), which the
+//!   producers acquire before reusing those bytes.
 //!
-//! Why zero: the next lap's records start anywhere, so a word that held payload may next be
-//! read as a header before its producer has written it; zero reads as "nothing yet", never as
-//! the bytes of an old message that happen to look like a header. Headers are not zeroed but
-//! marked: a header left in place carries its lap, so it is never taken for a record of the next
-//! one, and a consumer that dies while zeroing leaves `CONSUMED`, so its successor finishes the
-//! zeroing instead of delivering a half-zeroed message. Every word is rewritten each lap (as a
-//! header, or zeroed), so a left-over header is at most one lap old and 24 bits of lap cannot
-//! wrap onto it.
+//! The hazard every byte ring must close: the next lap's records start anywhere, so the word
+//! where one starts may hold an old payload's bytes, which could look like a header of the new
+//! lap, and the consumer may look there (the record before it is committed) before that record's
+//! producer has written its header. Which word that is, only a producer knows:
+//!
+//! - With **one producer**, it clears that word before committing the record before it
+//!   (`Producer::clear_next`): zero if the consumer has released it; if not, the reservation
+//!   ends exactly at `tail + capacity` and the word is the header of the unconsumed record one
+//!   lap back, which reads as "nothing yet" already. The consumer then writes nothing to the data
+//!   area, as an SPSC consumer writes nothing to a slot, and a consumer that dies mid-read
+//!   leaves the record to its successor (at-least-once, as SPSC).
+//! - With **many producers** the word may already be another producer's header by then, so the
+//!   consumer makes the bytes safe instead, as Agrona's does: it marks a record it read
+//!   `CONSUMED`, **zeroes the rest of it**, and only then stores `tail`. A consumer that dies
+//!   while zeroing leaves `CONSUMED`, so its successor finishes the zeroing instead of
+//!   delivering a half-zeroed message. (Zeroed bytes also let recovery reason about a dead
+//!   producer's untouched reservation: `recovery`.)
+//!
+//! Either way a header left in place carries its lap, so it is never taken for a record of the
+//! next one; every record start is rewritten each lap (cleared, or written as a header), so a
+//! left-over header there is at most one lap old and 24 bits of lap cannot wrap onto it.
 //!
 //! One consumer: many would need to claim records (a compare-and-swap on `tail`) and agree on
 //! who zeroes what before `tail` may pass it, which costs the one consumer's simple path; one
@@ -52,12 +64,13 @@
 //!
 //! Every header word read from the segment is checked before use: the lap, the state, the
 //! length against the largest message, and that the record ends inside the data area. A
-//! current-lap word that fails is [`Corruption::Record`](crate::Corruption::Record), never an
+//! current-lap word that fails is [`Corruption::Record`], never an
 //! out-of-bounds access.
 //!
 //! Crash recovery is in `recovery`: with many producers the consumer settles a reservation whose
-//! producer provably died; with one producer, a successor producer erases what its dead
-//! predecessor half-wrote (`committed_end`).
+//! producer provably died; with one producer, a successor continues after the last committed
+//! record (`committed_end`): what its dead predecessor half-wrote beyond it is never read,
+//! because every record start is cleared before the record before it is committed.
 
 mod consumer;
 mod producer;
@@ -73,10 +86,10 @@ use crate::registry::Placement;
 use crate::sync::Ordering;
 
 /// The fields of a header word.
-const STATE_SHIFT: u32 = 32;
+pub(crate) const STATE_SHIFT: u32 = 32;
 const LAP_SHIFT: u32 = 40;
 const LAP_MASK: u64 = (1 << 24) - 1;
-const LEN_MASK: u64 = u32::MAX as u64;
+pub(crate) const LEN_MASK: u64 = u32::MAX as u64;
 pub(crate) const MESSAGE: u64 = 1;
 pub(crate) const PADDING: u64 = 2;
 pub(crate) const RESERVED: u64 = 3;

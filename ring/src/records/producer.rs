@@ -130,8 +130,10 @@ impl Producer {
             super::check_cursors(mem, head, tail).map_err(AttachError::Corrupt)?;
             (head, tail)
         } else {
+            // Whatever a dead predecessor half-wrote after `end` is never read as a header:
+            // every record start is cleared before the record before it is committed
+            // (`clear_next`), and we continue at `end`.
             let (end, tail) = committed_end(mem).map_err(AttachError::Corrupt)?;
-            erase_uncommitted(mem, end, tail);
             // Relaxed: a hint for observers (`committed_end` does not trust it).
             mem.head().store(end, Ordering::Relaxed);
             (end, tail)
@@ -179,8 +181,27 @@ impl Producer {
     /// Reserves a record of `len` bytes (`len <= slot_size`) and returns its position. At the
     /// end of the data area, a record that does not fit is preceded by padding to the end (a
     /// reservation of its own), so records never wrap.
-    #[inline]
+    #[inline(always)]
     fn reserve(&mut self, len: usize) -> Result<u64, TryClaimError> {
+        let need = record_size(len) as u64;
+        // One producer, nothing pending, the record fits before the end and in the free space
+        // as last seen: the common case, one local store.
+        if !self.many && self.pending.is_none() {
+            let pos = self.head;
+            let capacity = self.capacity();
+            if need <= capacity - (pos & (capacity - 1))
+                && pos.wrapping_add(need).wrapping_sub(self.cached_tail) <= capacity
+            {
+                self.head = pos.wrapping_add(need);
+                return Ok(pos);
+            }
+        }
+        self.reserve_slow(len)
+    }
+
+    /// [`reserve`](Self::reserve), every case.
+    #[inline(never)]
+    fn reserve_slow(&mut self, len: usize) -> Result<u64, TryClaimError> {
         if let Some((pos, len)) = self.pending.take() {
             self.abort(pos, len); // a leaked claim
         }
@@ -239,9 +260,10 @@ impl Producer {
             let mem = self.mem();
             let at = mem.record_word(offset(mem, pos));
             if size < need {
-                // Release: pairs with the consumer's Acquire in `look`; the consumer then
-                // zeroes the bytes after the header, which must not race with anything of
-                // ours: there is nothing of ours.
+                self.clear_next();
+                let mem = self.mem();
+                let at = mem.record_word(offset(mem, pos));
+                // Release: pairs with the consumer's Acquire in `look`.
                 at.store(
                     word(mem, pos, PADDING, size as usize - RECORD_ALIGN),
                     Ordering::Release,
@@ -482,9 +504,10 @@ impl Producer {
             self.abort(pos, len);
             return Err(self.ep.shared().fault());
         }
+        self.clear_next();
         let mem = self.mem();
-        // Release: pairs with the consumer's Acquire in `look`: the payload is visible to the
-        // consumer that sees this header.
+        // Release: pairs with the consumer's Acquire in `look`: the payload (and the cleared
+        // word after the record) is visible to the consumer that sees this header.
         mem.record_word(offset(mem, pos))
             .store(word(mem, pos, MESSAGE, len), Ordering::Release);
         crash_point(Step::Published);
@@ -497,13 +520,43 @@ impl Producer {
         Ok(())
     }
 
+    /// One producer: makes the word where the next record will start (`head`, the end of the
+    /// reservation being committed) read as "nothing yet" before the commit exposes it to the
+    /// consumer. The word may hold an old payload's bytes, which could look like a header of
+    /// the next lap: it is zeroed if the consumer has released it; if not, it is the header of
+    /// the unconsumed record one lap back (the reservation ends exactly at `tail + capacity`),
+    /// which reads as "nothing yet" already. So the consumer never writes to the data area, as
+    /// an SPSC consumer never writes to a slot. (Many producers cannot: the next start may be
+    /// another producer's header already. Their consumer zeroes what it consumed instead.)
+    #[inline(always)]
+    fn clear_next(&mut self) {
+        if self.many {
+            return;
+        }
+        let next = self.head;
+        let capacity = self.capacity();
+        if next.wrapping_sub(self.cached_tail) >= capacity {
+            // Acquire: as in `fits`: the consumer is done with the bytes it released.
+            self.cached_tail = self.mem().tail().load(Ordering::Acquire);
+            if next.wrapping_sub(self.cached_tail) >= capacity {
+                return; // the lap-old header of the record at `tail`
+            }
+        }
+        let mem = self.mem();
+        // Relaxed: published by the Release store of the header before it, which the consumer
+        // acquires before it ever looks here.
+        mem.record_word(offset(mem, next))
+            .store(0, Ordering::Relaxed);
+    }
+
     /// Gives up the record reserved at `pos`: its bytes become padding, for the consumer to
     /// step over.
     #[cold]
     fn abort(&mut self, pos: u64, len: usize) {
         self.pending = None;
+        self.clear_next();
         let mem = self.mem();
-        // Release: as in `publish` (the consumer zeroes what we may have written).
+        // Release: as in `publish`.
         mem.record_word(offset(mem, pos)).store(
             word(mem, pos, PADDING, record_size(len) - RECORD_ALIGN),
             Ordering::Release,
@@ -514,33 +567,6 @@ impl Producer {
         }
         wait::notify(mem, Side::Data);
     }
-}
-
-/// With one producer: erases what a dead predecessor may have half-written after the last
-/// committed record at `end` (at most one record, at most the largest message), so that no
-/// byte of it is ever read as a header. Nothing else touches those bytes: the consumer waits at
-/// `end`, and we are the only producer.
-fn erase_uncommitted(mem: &RingMem, end: u64, tail: u64) {
-    let geo = mem.geometry();
-    let off = offset(mem, end);
-    let free = tail.wrapping_add(geo.capacity).wrapping_sub(end);
-    let len = (record_size(geo.slot_size) as u64)
-        .min(free)
-        .min(geo.capacity - off as u64) as usize;
-    if len == 0 {
-        return;
-    }
-    // Relaxed: the consumer may be polling this word (Acquire); the zero it may read means
-    // "nothing yet", as the value before. Our later headers' Release stores publish the rest.
-    mem.record_word(off).store(0, Ordering::Relaxed);
-    let token = mem
-        .cells()
-        .write_range(off / RECORD_ALIGN, len / RECORD_ALIGN);
-    // SAFETY: `[end, end + len)` is free space (within `tail + capacity`) before the end of the
-    // data area, beyond every committed record: only the producer role writes it, and we hold
-    // that role; nobody reads it as a header before we commit one there.
-    unsafe { mem.zero_record(off + RECORD_ALIGN, len - RECORD_ALIGN) };
-    token.end();
 }
 
 /// A claimed record of exactly the length asked for: write it in place (it dereferences to
