@@ -51,7 +51,7 @@ use transport::{BenchError, Transport};
 /// Compare shmring with pipes, Unix sockets and TCP loopback across two processes.
 ///
 /// Examples:
-///   ring-bench                       # the default comparison (about two minutes)
+///   ring-bench                       # the default comparison (about 2½ minutes)
 ///   ring-bench --quick               # a few seconds, for smoke tests
 ///   ring-bench --transports shmring-spsc,pipe --sizes 8,1024 --rounds 7
 ///   ring-bench --format json > results.json
