@@ -26,8 +26,8 @@ mutations=(
   "ring/src/records/producer.rs|self.cached_tail = self.mem().tail().load(Ordering::Acquire)|self.cached_tail = self.mem().tail().load(Ordering::Relaxed)|records producer: tail load Acquire -> Relaxed|records_"
   "ring/src/records/producer.rs|self.record.claim().store(pos + 1, Ordering::Release)|self.record.claim().store(pos + 1, Ordering::Relaxed)|records claim record: store Release -> Relaxed|records_producer"
   "ring/src/records/recovery.rs|claims[entry] = mem.claim(entry).load(Ordering::Acquire)|claims[entry] = mem.claim(entry).load(Ordering::Relaxed)|records recovery: claim record load Acquire -> Relaxed|records_producer"
-  "ring/src/sync.rs|pub(crate) fn light(_asymmetric: bool) {|pub(crate) fn light(_asymmetric: bool) { return;|wait: waker's barrier removed|blocking"
-  "ring/src/sync.rs|pub(crate) fn heavy() -> bool {|pub(crate) fn heavy() -> bool { return true;|wait: sleeper's barrier removed|blocking"
+  "ring/src/sync.rs|pub(crate) fn light(_asymmetric: bool) {|pub(crate) fn light(_asymmetric: bool) { return;|wait: waker's barrier removed|loses_a_wake_up"
+  "ring/src/sync.rs|pub(crate) fn heavy() -> bool {|pub(crate) fn heavy() -> bool { return true;|wait: sleeper's barrier removed|loses_a_wake_up"
   "ring/src/registry.rs|mem.attached(role).fetch_sub(1, Ordering::Release)|mem.attached(role).fetch_sub(1, Ordering::Relaxed)|disconnect: attached-count decrement Release -> Relaxed|blocking"
   "ring/src/registry.rs|mem.attached(self.role).load(Ordering::Acquire)|mem.attached(self.role).load(Ordering::Relaxed)|disconnect: attached-count load Acquire -> Relaxed|blocking"
 )

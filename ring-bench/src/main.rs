@@ -27,6 +27,8 @@ mod kernel;
 
 mod shm;
 
+mod tokio_rows;
+
 mod inproc;
 
 #[cfg(feature = "iceoryx2")]
@@ -132,6 +134,8 @@ fn default_transports() -> Vec<Transport> {
         Transport::ShmringRecords,
         Transport::ShmringSpscBlocking,
         Transport::ShmringSpscSleep,
+        Transport::ShmringAsync,
+        Transport::TokioUnixStream,
         Transport::Pipe,
         Transport::UnixStream,
         Transport::UnixSeqpacket,
@@ -253,6 +257,11 @@ fn main() {
                 Ok(pct) => results.idle(spin, pct, idle),
                 Err(e) => fail(&format!("idle CPU: {e}")),
             }
+        }
+        eprint!("\r{:79}\ridle consumer CPU (async)", "");
+        match tokio_rows::idle_cpu(idle, &cfg) {
+            Ok(pct) => results.idle_async(pct),
+            Err(e) => fail(&format!("idle CPU (async): {e}")),
         }
     }
     eprint!("\r{:79}\r", "");

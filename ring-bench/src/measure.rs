@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::inproc::{self, Queue};
 use crate::transport::{BenchError, Transport};
-use crate::{kernel, limits, shm};
+use crate::{kernel, limits, shm, tokio_rows};
 
 /// One throughput measurement: messages per second, received by the parent from a child
 /// producer during `window` (after the first message).
@@ -36,7 +36,12 @@ pub(crate) fn throughput(
                 )),
             }
         }
-        Transport::RawSpin => Err(BenchError::Skip("latency only".into())),
+        Transport::ShmringAsync | Transport::TokioUnixStream => {
+            Ok(tokio_rows::throughput(t, size, window, cfg)?)
+        }
+        Transport::RawSpin | Transport::ShmringAsyncDirect => {
+            Err(BenchError::Skip("latency only".into()))
+        }
         Transport::Iceoryx2 => iceoryx2_throughput(size, window),
         _ => kernel::chan_throughput(t, size, window),
     }
@@ -58,6 +63,9 @@ pub(crate) fn latency(
         | Transport::ShmringRecords
         | Transport::ShmringSpscBlocking
         | Transport::ShmringSpscSleep => Ok(shm::latency(t, size, iters, warmup, cfg)?),
+        Transport::ShmringAsync | Transport::ShmringAsyncDirect | Transport::TokioUnixStream => {
+            Ok(tokio_rows::latency(t, size, iters, warmup, cfg)?)
+        }
         Transport::Iceoryx2 => iceoryx2_latency(size, iters),
         _ if t.latency() => kernel::chan_latency(t, size, iters, warmup),
         _ => Err(BenchError::Skip("throughput only".into())),

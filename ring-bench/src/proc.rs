@@ -13,6 +13,9 @@ pub(crate) struct Control {
     /// The word bounced between the two processes by the `raw-spin` reference.
     pub(crate) spin: AtomicU64,
     _pad2: [u8; 120],
+    /// A second flag on its own line (the direct-doorbell prototype's "armed" word).
+    pub(crate) spare: AtomicU32,
+    _pad3: [u8; 124],
 }
 
 /// An anonymous shared mapping holding one [`Control`], zeroed.

@@ -78,6 +78,8 @@ pub(crate) struct Results {
     /// CPU use of an idle consumer, percent of one CPU: (blocking `recv`, spinning `try_recv`),
     /// and the time watched.
     idle: (Option<f64>, Option<f64>, Duration),
+    /// CPU use of an async consumer awaiting `recv` on an empty ring, percent.
+    idle_async: Option<f64>,
     /// Variable sizes: (mix, transport) → per round msgs/s, or why there is none.
     mixes: Vec<Mix>,
     mix_tput: BTreeMap<(usize, &'static str), BTreeMap<usize, f64>>,
@@ -95,10 +97,15 @@ impl Results {
             skipped: BTreeMap::new(),
             mem: BTreeMap::new(),
             idle: (None, None, Duration::ZERO),
+            idle_async: None,
             mixes: Vec::new(),
             mix_tput: BTreeMap::new(),
             mix_skipped: BTreeMap::new(),
         }
+    }
+
+    pub(crate) fn idle_async(&mut self, percent: f64) {
+        self.idle_async = Some(percent);
     }
 
     fn mix_index(&mut self, m: &Mix) -> usize {
@@ -511,6 +518,7 @@ impl Results {
             "idle_consumer_cpu_percent": (self.idle.0.is_some() || self.idle.1.is_some()).then(|| json!({
                 "blocking_recv": self.idle.0,
                 "spinning_try_recv": self.idle.1,
+                "async_recv": self.idle_async,
                 "window_ms": self.idle.2.as_millis() as u64,
             })),
         })
@@ -709,6 +717,9 @@ impl Results {
                 "{:<44} {:>8.2}%",
                 "shmring-spsc try_recv loop (spinning)", spinning
             );
+            if let Some(a) = self.idle_async {
+                println!("{:<44} {:>8.2}%", "shmring-async recv (tokio, awaiting)", a);
+            }
             println!();
         }
     }

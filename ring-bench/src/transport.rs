@@ -26,6 +26,14 @@ pub(crate) enum Transport {
     /// shmring SPSC ring, blocking calls that sleep at once (no spin, no yield): the cost of a
     /// futex wake-up each way (latency only).
     ShmringSpscSleep,
+    /// shmring's async endpoints (`shmring::aio`) on tokio current-thread runtimes in both
+    /// processes: the doorbell's helper thread wakes the awaiting task.
+    ShmringAsync,
+    /// A prototype of the other async design (latency only): the sender rings the waiter's
+    /// `eventfd` directly, no helper thread.
+    ShmringAsyncDirect,
+    /// tokio's `UnixStream` on current-thread runtimes in both processes.
+    TokioUnixStream,
     /// An anonymous pipe.
     Pipe,
     /// A Unix-domain stream socket pair.
@@ -59,6 +67,9 @@ impl Transport {
             Transport::ShmringRecords => "shmring-records",
             Transport::ShmringSpscBlocking => "shmring-spsc-blocking",
             Transport::ShmringSpscSleep => "shmring-spsc-sleep",
+            Transport::ShmringAsync => "shmring-async",
+            Transport::ShmringAsyncDirect => "shmring-async-direct",
+            Transport::TokioUnixStream => "tokio-unix-stream",
             Transport::Pipe => "pipe",
             Transport::UnixStream => "unix-stream",
             Transport::UnixSeqpacket => "unix-seqpacket",
@@ -79,6 +90,7 @@ impl Transport {
             Transport::ShmringSpscBatch => "batch",
             Transport::ShmringSpscBlocking => "blocking",
             Transport::ShmringSpscSleep => "blocking, no spin",
+            Transport::ShmringAsync | Transport::ShmringAsyncDirect => "async",
             _ => "-",
         }
     }
@@ -86,7 +98,10 @@ impl Transport {
     pub(crate) fn throughput(self) -> bool {
         !matches!(
             self,
-            Transport::RawSpin | Transport::ShmringSpscBlocking | Transport::ShmringSpscSleep
+            Transport::RawSpin
+                | Transport::ShmringSpscBlocking
+                | Transport::ShmringSpscSleep
+                | Transport::ShmringAsyncDirect
         )
     }
 

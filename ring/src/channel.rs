@@ -504,6 +504,98 @@ impl io::Read for Consumer {
     }
 }
 
+/// A message taken for reading and not yet borrowed: what [`Consumer::try_take`] found, for
+/// [`Consumer::guard`] to borrow (the async read, which must not hold a borrow across a poll).
+#[cfg(feature = "async")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Taken {
+    Spsc(usize, usize),
+    Mpmc(u64, usize, usize),
+    Records(usize, usize),
+}
+
+#[cfg(feature = "async")]
+impl Consumer {
+    /// The next message, taken but not borrowed: SPSC and records only looked (nothing
+    /// changes until the guard drops); MPMC claimed it (the guard must follow at once).
+    pub(crate) fn try_take(&mut self) -> Result<Taken, TryRecvError> {
+        Ok(match &mut self.flavor {
+            ConsumerFlavor::Spsc(c) => {
+                let (idx, len) = c.peek()?;
+                Taken::Spsc(idx, len)
+            }
+            ConsumerFlavor::Mpmc(c) => {
+                let (pos, idx, len) = c.observe_checked(|_| Ok(()))?;
+                Taken::Mpmc(pos, idx, len)
+            }
+            ConsumerFlavor::Records(c) => {
+                let (off, len) = c.next()?;
+                Taken::Records(off, len)
+            }
+        })
+    }
+
+    /// The guard over what [`try_take`](Self::try_take) returned (of this consumer).
+    pub(crate) fn guard(&mut self, taken: Taken) -> ReadSlot<'_> {
+        ReadSlot(match (&mut self.flavor, taken) {
+            (ConsumerFlavor::Spsc(c), Taken::Spsc(idx, len)) => ReadFlavor::Spsc(c.guard(idx, len)),
+            (ConsumerFlavor::Mpmc(c), Taken::Mpmc(pos, idx, len)) => {
+                ReadFlavor::Mpmc(c.guard(pos, idx, len))
+            }
+            (ConsumerFlavor::Records(c), Taken::Records(off, len)) => {
+                ReadFlavor::Records(c.guard(off, len))
+            }
+            _ => unreachable!("a take is guarded by the consumer that made it"),
+        })
+    }
+}
+
+/// A claim made and not yet borrowed: what [`Producer::try_reserve`] found.
+#[cfg(feature = "async")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Reserved {
+    Spsc,
+    Mpmc(u64, usize),
+    Records(u64, usize),
+}
+
+#[cfg(feature = "async")]
+impl Producer {
+    /// Room for the next claim: SPSC only looked (nobody else claims), MPMC and records
+    /// claimed (the slot must follow at once). A record claim is of the largest message.
+    pub(crate) fn try_reserve(&mut self) -> Result<Reserved, TryClaimError> {
+        Ok(match &mut self.flavor {
+            ProducerFlavor::Spsc(p) => {
+                p.has_space()?;
+                Reserved::Spsc
+            }
+            ProducerFlavor::Mpmc(p) => {
+                let (pos, idx) = p.claim_slot()?;
+                Reserved::Mpmc(pos, idx)
+            }
+            ProducerFlavor::Records(p) => {
+                let len = p.slot_size();
+                Reserved::Records(p.reserve_checked(len)?, len)
+            }
+        })
+    }
+
+    /// The write guard over what [`try_reserve`](Self::try_reserve) returned.
+    pub(crate) fn slot(&mut self, reserved: Reserved) -> Result<WriteSlot<'_>, TryClaimError> {
+        Ok(WriteSlot(match (&mut self.flavor, reserved) {
+            // Room was seen and only this producer takes it.
+            (ProducerFlavor::Spsc(p), Reserved::Spsc) => WriteFlavor::Spsc(p.try_claim()?),
+            (ProducerFlavor::Mpmc(p), Reserved::Mpmc(pos, idx)) => {
+                WriteFlavor::Mpmc(p.slot(pos, idx))
+            }
+            (ProducerFlavor::Records(p), Reserved::Records(pos, len)) => {
+                WriteFlavor::Records(p.guard(pos, len))
+            }
+            _ => unreachable!("a reservation is used by the producer that made it"),
+        }))
+    }
+}
+
 /// A message borrowed in place through a kind-erased [`Consumer`]; released when it drops.
 #[derive(Debug)]
 pub struct ReadSlot<'a>(ReadFlavor<'a>);

@@ -142,8 +142,16 @@ impl Attached {
         self.peers.rescan(&self.shared.mem);
     }
 
+    /// This endpoint as a sleeper (`wait::arm`).
+    pub(crate) fn sleeper(&self) -> wait::Sleeper<'_> {
+        wait::Sleeper {
+            asleep: self.mem().asleep(self.entry()),
+            word: self.word(),
+        }
+    }
+
     /// When the peers' liveness was last checked.
-    fn checked_at(&self) -> Instant {
+    pub(crate) fn checked_at(&self) -> Instant {
         self.peers.checked_at()
     }
 
@@ -321,9 +329,15 @@ pub(crate) fn block_on<E: Endpoint + ?Sized, R>(
         .attached()
         .checked_at()
         .checked_add(shared.wait.liveness());
+    let me = wait::Sleeper {
+        asleep: shared.mem.asleep(ep.attached().entry()),
+        word: ep.attached().word(),
+    };
+    // (`Attached::sleeper` would borrow `ep`, which the poll closure needs.)
     wait::block(
         &shared.mem,
         side,
+        me,
         &shared.wait,
         deadline,
         next_check,

@@ -28,15 +28,19 @@
 //! 8. **endpoint** — what every endpoint shares: the mapped ring, its registry entry and its
 //!    peers, leaving the registry on drop, and the blocking calls built once on any algorithm's
 //!    non-blocking ones.
-//! 9. **spsc** / **mpmc** — the algorithms. A producer *claims* a slot, *writes* the payload,
+//! 9. **spsc** / **mpmc** / **records** — the algorithms. A producer *claims* a slot, *writes* the payload,
 //!    and *commits* it with a Release store of the slot's sequence word; a consumer *observes*
 //!    that store with Acquire, *reads* the payload, and *releases* the slot with a Release store
 //!    (of the consumer cursor in SPSC, of the sequence word in MPMC) that the producer acquires
 //!    before reusing the slot. Nothing on this path makes a system call, allocates, or takes a
 //!    lock, and no reader can see a half-written message. MPMC recovers slots that crashed
 //!    endpoints left claimed (`mpmc::recovery`).
+//!    **records** carries messages of any length in one byte area (one or many producers, one
+//!    consumer).
 //! 10. **channel** — the kind-erased [`Producer`] and [`Consumer`], for a ring whose kind is
-//!     learnt at run time, with `std::io::Write` / `std::io::Read`.
+//!     learnt at run time, with `std::io::Write` / `std::io::Read`; then, behind features,
+//!     **doorbell** (a readiness descriptor for any event loop, rung by a helper thread) and
+//!     **aio** (tokio futures, `Stream` and `Sink` on top of it).
 //! 11. **ring** — the handle: [`RingBuilder`] creates or opens a ring, [`Ring`] attaches
 //!     endpoints.
 //! 12. **admin** — lists, inspects, checks and garbage-collects segments (the `shmring`
@@ -109,6 +113,12 @@ pub mod records;
 
 mod channel;
 
+#[cfg(all(feature = "doorbell", not(loom)))]
+pub mod doorbell;
+
+#[cfg(all(feature = "async", not(loom)))]
+pub mod aio;
+
 mod ring;
 
 pub mod admin;
@@ -141,4 +151,29 @@ struct ReadmeDoctests;
 pub mod __loom {
     pub use crate::sync::Step;
     pub use crate::sync::death::{Died, crash_at, die_here, record_claims};
+
+    use crate::endpoint::Endpoint;
+    use crate::layout::Side;
+
+    /// The doorbell's arm (`doorbell::Doorbell::arm`): count the consumer in as a sleeper and
+    /// issue the heavy barrier; returns the epoch the helper thread waits on.
+    pub fn arm(c: &crate::Consumer) -> u32 {
+        let a = c.attached();
+        crate::wait::arm(a.mem(), Side::Data, a.sleeper()).epoch
+    }
+
+    /// The doorbell's disarm.
+    pub fn disarm(c: &crate::Consumer) {
+        let a = c.attached();
+        crate::wait::disarm(a.mem(), Side::Data, a.sleeper());
+    }
+
+    /// The helper thread's wait: sleep on `ring`'s data epoch while it holds `epoch`.
+    pub fn helper_wait(ring: &crate::Ring, epoch: u32) {
+        let pair = ring.shared().mem.wait_pair(Side::Data);
+        // Acquire: as the helper's load in `doorbell::run`.
+        while pair.epoch.word().load(crate::sync::Ordering::Acquire) == epoch {
+            pair.epoch.wait(epoch, None);
+        }
+    }
 }

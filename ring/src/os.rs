@@ -238,6 +238,136 @@ pub(crate) fn user_name(uid: u32) -> Option<String> {
     })
 }
 
+/// `eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)`: the async doorbell (`doorbell`).
+#[cfg(feature = "async")]
+pub(crate) fn eventfd() -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: no pointers; the result is checked before it is owned.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor the kernel just returned, owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds 1 to an eventfd's counter, making it readable. Never blocks: a saturated counter
+/// (`EAGAIN`) is readable already.
+#[cfg(feature = "async")]
+pub(crate) fn eventfd_signal(fd: std::os::fd::BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    let one = 1u64;
+    // SAFETY: writes 8 bytes from a live u64 to a descriptor the caller keeps open.
+    unsafe { libc::write(fd.as_raw_fd(), (&raw const one).cast(), 8) };
+}
+
+/// Reads (and so clears) an eventfd's counter; `EAGAIN` (already clear) is fine.
+#[cfg(feature = "async")]
+pub(crate) fn eventfd_drain(fd: std::os::fd::BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    let mut n = 0u64;
+    // SAFETY: reads 8 bytes into a live u64 from a descriptor the caller keeps open.
+    unsafe { libc::read(fd.as_raw_fd(), (&raw mut n).cast(), 8) };
+}
+
+/// One entry of `futex_waitv(2)` (`struct futex_waitv`).
+#[cfg(feature = "async")]
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+#[cfg(feature = "async")]
+impl FutexWaitv {
+    /// Wait while the 32-bit `word` holds `val`; `private`: a word of this process only.
+    pub(crate) fn new(word: *const u32, val: u32, private: bool) -> FutexWaitv {
+        const FUTEX2_SIZE_U32: u32 = 0x02;
+        const FUTEX2_PRIVATE: u32 = 128;
+        FutexWaitv {
+            val: u64::from(val),
+            uaddr: word as u64,
+            flags: FUTEX2_SIZE_U32 | if private { FUTEX2_PRIVATE } else { 0 },
+            reserved: 0,
+        }
+    }
+}
+
+/// What `futex_waitv(2)` says.
+#[cfg(feature = "async")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Waitv {
+    /// Woken, a word differed, a signal, or the timeout: look again.
+    Returned,
+    /// The kernel has no `futex_waitv` (before Linux 5.16, or a seccomp filter).
+    Unsupported,
+}
+
+/// `futex_waitv(waiters, 0, timeout, CLOCK_MONOTONIC)`: sleeps until any word changes from its
+/// value or is woken, or `timeout` passes.
+///
+/// # Safety
+/// Every `uaddr` points at a 4-byte aligned `u32` that stays mapped for the whole call.
+#[cfg(feature = "async")]
+pub(crate) unsafe fn futex_waitv(waiters: &[FutexWaitv], timeout: Option<Duration>) -> Waitv {
+    let deadline = timeout.map(|d| {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: writes one timespec we own.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
+        let nanos = now.tv_nsec as u64 + u64::from(d.subsec_nanos());
+        libc::timespec {
+            tv_sec: now
+                .tv_sec
+                .saturating_add(libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX))
+                .saturating_add((nanos / 1_000_000_000) as libc::time_t),
+            tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+        }
+    });
+    let ts = deadline.as_ref().map_or(ptr::null(), ptr::from_ref);
+    // SAFETY: `waiters` is a live array of `len` entries laid out as the kernel expects; the
+    // words are the caller's duty; `ts` is null or a live timespec.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            waiters.as_ptr(),
+            waiters.len() as libc::c_uint,
+            0 as libc::c_uint,
+            ts,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    if r < 0 && nix::errno::Errno::last() == nix::errno::Errno::ENOSYS {
+        return Waitv::Unsupported;
+    }
+    Waitv::Returned
+}
+
+/// `futex(FUTEX_WAKE_PRIVATE)` of every waiter on a word of this process.
+///
+/// # Safety
+/// As for [`futex_wait`].
+#[cfg(feature = "async")]
+pub(crate) unsafe fn futex_wake_private(word: *const u32) {
+    // SAFETY: as in `futex_wake`.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word,
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+            ptr::null::<libc::timespec>(),
+            ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -188,8 +188,10 @@ pub(crate) fn register(
     // Relaxed (both counts): only compared with zero; ordered for peers by the `seen` Release
     // below, or by a later Release decrement.
     if let Some(dead) = EndpointWord(replaced).role().filter(|_| replaced != 0) {
-        // The entry's dead holder never detached: its count goes with it.
+        // The entry's dead holder never detached: its count goes with it, and so does its
+        // sleeper count if it died asleep.
         mem.attached(dead).fetch_sub(1, Ordering::Relaxed);
+        heal_entry(mem, reg.entry, replaced);
     }
     mem.attached(role).fetch_add(1, Ordering::Relaxed);
     // Release, after the increment: pairs with the Acquire in `seen` (see `Peers::gone`).
@@ -268,6 +270,43 @@ fn claim_entry(
                 }
             }
             Err(AttachError::RegistryFull { max: MAX_ENDPOINTS })
+        }
+    }
+}
+
+/// Takes back the sleeper count of entry `entry` if its `asleep` word still names `dead`, a
+/// holder that died while counted in a `sleepers` word (`wait::arm`). The compare-and-swap
+/// takes it back once, and never a live sleeper's (which stores its own word).
+fn heal_entry(mem: &RingMem, entry: usize, dead: u64) {
+    // Relaxed (both): evidence and a count that only decides whether a waker calls the kernel
+    // (a missed decrement costs needless wake-ups; the liveness bound caps everything else).
+    if mem
+        .asleep(entry)
+        .compare_exchange(dead, 0, Ordering::Relaxed, Ordering::Relaxed)
+        .is_err()
+    {
+        return;
+    }
+    let side = match EndpointWord(dead).role() {
+        Some(Role::Consumer) => Side::Data,
+        Some(Role::Producer) => Side::Space,
+        None => return,
+    };
+    let sleepers = mem.wait_pair(side).sleepers;
+    // Relaxed: as above; never below zero (a forged `asleep` word must not wrap the count).
+    let _ = sleepers.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+}
+
+/// Takes back the sleeper counts of every entry whose `asleep` word names a dead process
+/// (`heal_entry`). Run with each liveness check, so a sleeper killed while counted stops
+/// costing its wakers a system call per message within a liveness interval of whichever
+/// endpoint checks next.
+pub(crate) fn heal(mem: &RingMem) {
+    for entry in 0..MAX_ENDPOINTS {
+        // Relaxed: evidence, re-checked by the compare-and-swap in `heal_entry`.
+        let word = mem.asleep(entry).load(Ordering::Relaxed);
+        if word != 0 && !EndpointWord(word).is_alive() {
+            heal_entry(mem, entry, word);
         }
     }
 }
@@ -360,6 +399,7 @@ impl Peers {
     /// The liveness check: reads every registry entry and checks each peer's process.
     pub(crate) fn rescan(&mut self, mem: &RingMem) -> bool {
         self.checked_at = std::time::Instant::now();
+        heal(mem);
         // Relaxed: as in `gone`.
         self.generation = mem.registry_gen().load(Ordering::Relaxed);
         let header = mem.header();

@@ -234,7 +234,7 @@ impl Producer {
 
     /// Whether a slot is free: `Full` if not, or `Disconnected` if the consumer is gone too.
     #[inline(always)]
-    fn has_space(&mut self) -> Result<(), TryClaimError> {
+    pub(crate) fn has_space(&mut self) -> Result<(), TryClaimError> {
         if self.free(1).map_err(TryClaimError::Corrupt)? > 0 {
             return Ok(());
         }
@@ -546,7 +546,7 @@ impl Consumer {
     /// The next message's slot and length, not yet consumed. A slot with a corrupt length is
     /// consumed (so the ring moves on) and reported.
     #[inline(always)]
-    fn peek(&mut self) -> Result<(usize, usize), TryRecvError> {
+    pub(crate) fn peek(&mut self) -> Result<(usize, usize), TryRecvError> {
         match self.ready(0) {
             Ok(Some(found)) => Ok(found),
             Ok(None) => self.empty(),
@@ -598,13 +598,19 @@ impl Consumer {
     #[inline(always)]
     pub fn try_read(&mut self) -> Result<ReadSlot<'_>, TryRecvError> {
         let (idx, len) = self.peek()?;
+        Ok(self.guard(idx, len))
+    }
+
+    /// The read guard over the published slot `idx` holding `len` bytes ([`peek`](Self::peek)).
+    #[inline(always)]
+    pub(crate) fn guard(&mut self, idx: usize, len: usize) -> ReadSlot<'_> {
         let token = Some(self.mem().cells().read(idx));
-        Ok(ReadSlot {
+        ReadSlot {
             consumer: self,
             idx,
             len,
             token,
-        })
+        }
     }
 
     /// Copies the next message into `buf` and returns its length.

@@ -145,6 +145,7 @@ pub(crate) fn deadline(timeout: Duration) -> Option<Instant> {
 pub(crate) fn block<R>(
     mem: &RingMem,
     side: Side,
+    me: Sleeper<'_>,
     opts: &WaitOptions,
     deadline: Option<Instant>,
     next_check: Option<Instant>,
@@ -190,27 +191,64 @@ pub(crate) fn block<R>(
         if expired(now) {
             return poll(check);
         }
-        // Acquire: pairs with the Release bump in `wake`, so a bump we read is one made after
-        // its waker published (the argument in the module docs).
-        let epoch = pair.epoch.word().load(Ordering::Acquire);
-        // Relaxed: ordered before the re-poll by the heavy barrier just below, which is what
-        // the waker's light barrier pairs with.
-        pair.sleepers.fetch_add(1, Ordering::Relaxed);
-        let paired = barrier::heavy();
+        let armed = arm(mem, side, me);
         if let Some(r) = poll(check) {
-            // Relaxed: a stale non-zero count costs a waker one needless system call at most.
-            pair.sleepers.fetch_sub(1, Ordering::Relaxed);
+            disarm(mem, side, me);
             return Some(r);
         }
         let until = [deadline, checks.next].into_iter().flatten().min();
         let mut timeout = until.map(|t| t.saturating_duration_since(now));
-        if !paired {
+        if !armed.paired {
             timeout = Some(timeout.map_or(FALLBACK_SLICE, |t| t.min(FALLBACK_SLICE)));
         }
-        pair.epoch.wait(epoch, timeout);
-        // Relaxed: as above.
-        pair.sleepers.fetch_sub(1, Ordering::Relaxed);
+        pair.epoch.wait(armed.epoch, timeout);
+        disarm(mem, side, me);
     }
+}
+
+/// Who is going to sleep: the `asleep` word of its registry entry and its endpoint word, which
+/// it stores there while counted, so that its count can be taken back if it dies asleep
+/// (`registry::heal`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sleeper<'a> {
+    pub(crate) asleep: &'a crate::sync::raw::AtomicU64,
+    pub(crate) word: u64,
+}
+
+/// What [`arm`] read: the epoch to sleep on, and whether the heavy barrier paired with every
+/// waker (if not, sleep in slices of [`FALLBACK_SLICE`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Armed {
+    pub(crate) epoch: u32,
+    pub(crate) paired: bool,
+}
+
+/// Steps 1–3 of the protocol (module docs): load the epoch, count in as a sleeper of `side`,
+/// and issue the heavy barrier. The caller then polls the ring once more (step 4) and, if that
+/// fails, sleeps until the epoch moves — on the futex itself, or through the async doorbell.
+/// Every `arm` is matched by one [`disarm`].
+pub(crate) fn arm(mem: &RingMem, side: Side, me: Sleeper<'_>) -> Armed {
+    let pair = mem.wait_pair(side);
+    // Acquire: pairs with the Release bump in `wake`, so a bump we read is one made after
+    // its waker published (the argument in the module docs).
+    let epoch = pair.epoch.word().load(Ordering::Acquire);
+    // Relaxed: ordered before the re-poll by the heavy barrier just below, which is what
+    // the waker's light barrier pairs with.
+    pair.sleepers.fetch_add(1, Ordering::Relaxed);
+    // Relaxed: evidence only (`registry::heal`). Stored after the increment: a death between
+    // the two leaks a count (a needless wake-up per message) rather than taking back one that
+    // was never given (which could hide a live sleeper from its wakers).
+    me.asleep.store(me.word, Ordering::Relaxed);
+    let paired = barrier::heavy();
+    Armed { epoch, paired }
+}
+
+/// Counts a sleeper of `side` out again.
+pub(crate) fn disarm(mem: &RingMem, side: Side, me: Sleeper<'_>) {
+    // Relaxed (both): a stale non-zero count costs a waker one needless system call at most.
+    // The evidence is cleared first, for the reason given in `arm`.
+    me.asleep.store(0, Ordering::Relaxed);
+    mem.wait_pair(side).sleepers.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// The liveness checks of one blocking call.

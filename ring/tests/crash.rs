@@ -349,3 +349,52 @@ fn creator_killed_before_its_ready_word_leaves_a_segment_gc_removes() {
         assert!(!unique.path().exists());
     });
 }
+
+/// A consumer killed while asleep in `recv` leaves its count in the `sleepers` word, and every
+/// send after it made a `FUTEX_WAKE` system call for nobody, for ever. Its registry entry says
+/// it was asleep: the next liveness check of any endpoint takes the count back.
+#[test]
+fn a_sleeper_killed_asleep_is_counted_out_at_the_next_liveness_check() {
+    with_watchdog(LIMIT, || {
+        let ring = Ring::builder()
+            .spsc()
+            .capacity(8)
+            .slot_size(16)
+            .anonymous()
+            .wait(
+                WaitOptions::default()
+                    .spin(Duration::ZERO)
+                    .yield_for(Duration::ZERO)
+                    .liveness_check(Duration::from_secs(3600)),
+            )
+            .create()
+            .unwrap();
+        let mut tx = ring.spsc_producer().unwrap();
+        let sleeper = spawn(|| {
+            let mut rx = ring.spsc_consumer().unwrap();
+            let mut buf = [0u8; 16];
+            let _ = rx.recv(&mut buf); // sleeps: nothing is ever sent before the kill
+            0
+        });
+        assert!(wait_until(LIMIT, || ring.status().sleepers[0] == 1));
+        kill(sleeper);
+        assert_eq!(reap(&[sleeper], LIMIT), [-libc::SIGKILL]);
+        assert_eq!(
+            ring.status().sleepers[0],
+            1,
+            "the dead sleeper's count is left behind"
+        );
+        tx.check_peers();
+        assert_eq!(
+            ring.status().sleepers[0],
+            0,
+            "taken back by the liveness check"
+        );
+        // And a consumer taking the dead one's place starts from a clean count.
+        let mut rx = ring.spsc_consumer().unwrap();
+        tx.try_send(&stamp(1)).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(rx.try_recv(&mut buf), Ok(16));
+        assert_eq!(ring.status().sleepers, [0, 0]);
+    });
+}

@@ -1061,3 +1061,51 @@ fn records_consumer_killed_while_releasing() {
         assert_eq!(ring.status().reclaimed, 1);
     });
 }
+
+/// The async doorbell's protocol: when a receive would block, the consumer arms (counts in as
+/// a sleeper, heavy barrier), polls once more, and only then hands the wait to the helper
+/// thread, which sleeps on the epoch it armed with; a producer blocked on a full ring of one
+/// slot is woken by the consumer's releases. A lost wake-up leaves the helper (and so the
+/// model) deadlocked, which loom reports. (Moving the re-poll before the arm, or dropping the
+/// barriers, makes it fail.)
+#[test]
+fn async_doorbell_never_loses_a_wake_up() {
+    model(|| {
+        let ring = Ring::builder()
+            .spsc()
+            .capacity(1)
+            .slot_size(4)
+            .heap()
+            .wait(sleeper())
+            .create()
+            .unwrap();
+        let mut tx = ring.producer().unwrap();
+        let mut rx = ring.consumer().unwrap();
+        let producer = thread::spawn(move || {
+            for i in 0..2 {
+                tx.send(&msg(0, i)).unwrap();
+            }
+        });
+        let mut buf = [0u8; 4];
+        for i in 0..2 {
+            loop {
+                if let Ok(n) = rx.try_recv(&mut buf) {
+                    assert_eq!(check(&buf[..n]), (0, i));
+                    break;
+                }
+                let epoch = shmring::__loom::arm(&rx);
+                if let Ok(n) = rx.try_recv(&mut buf) {
+                    shmring::__loom::disarm(&rx);
+                    assert_eq!(check(&buf[..n]), (0, i));
+                    break;
+                }
+                let r = ring.clone();
+                thread::spawn(move || shmring::__loom::helper_wait(&r, epoch))
+                    .join()
+                    .unwrap();
+                shmring::__loom::disarm(&rx);
+            }
+        }
+        producer.join().unwrap();
+    });
+}

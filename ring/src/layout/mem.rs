@@ -267,6 +267,13 @@ impl RingMem {
         &self.header().endpoints[entry].claim_len
     }
 
+    /// The sleeper evidence of registry entry `entry` (`EndpointEntry::asleep`): a plain atomic
+    /// outside the loom models (it only heals a dead sleeper's count).
+    #[inline]
+    pub(crate) fn asleep(&self, entry: usize) -> &raw::AtomicU64 {
+        &self.header().endpoints[entry].asleep
+    }
+
     /// The MPMC recovery lock (`WaitLine::recovery`).
     #[inline]
     pub(crate) fn recovery(&self) -> &AtomicU64 {

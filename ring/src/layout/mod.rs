@@ -132,7 +132,12 @@ pub(crate) struct EndpointEntry {
     /// padding at the wrap included), so a recoverer knows what a dead producer held
     /// (`records`). Zero, and unused, in every other kind.
     pub(crate) claim_len: raw::AtomicU64,
-    _reserved: Pad<{ LINE - 24 }>,
+    /// The owner's endpoint word while it is counted in a `sleepers` word (its role says which:
+    /// consumers sleep on `data`, producers on `space`); 0 otherwise. Only evidence: a sleeper
+    /// killed while counted leaves it behind, and whoever finds its owner dead takes the count
+    /// back (`registry::heal`), so a dead sleeper does not make every waker call the kernel.
+    pub(crate) asleep: raw::AtomicU64,
+    _reserved: Pad<{ LINE - 32 }>,
 }
 
 /// A futex word and the count of processes sleeping on it (see `wait`).
@@ -227,6 +232,7 @@ const _: () = {
     assert!(offset_of!(WaitLine, reclaimed) == 40);
     assert!(offset_of!(EndpointEntry, claim) == 8);
     assert!(offset_of!(EndpointEntry, claim_len) == 16);
+    assert!(offset_of!(EndpointEntry, asleep) == 24);
     assert!(offset_of!(WaitLine, space) == 64);
     assert!(offset_of!(Header, endpoints) == 512);
     assert!(size_of::<Header>() == HEADER_SIZE);

@@ -109,7 +109,7 @@ impl Consumer {
     /// [`observe`](Self::observe), turning `Empty` into `Disconnected` when the producers are
     /// gone and nothing they sent is left.
     #[inline]
-    fn observe_checked(
+    pub(crate) fn observe_checked(
         &mut self,
         accept: impl Fn(usize) -> Result<(), TryRecvError>,
     ) -> Result<(u64, usize, usize), TryRecvError> {
@@ -161,7 +161,7 @@ impl Consumer {
 
     /// The receive guard over taken cursor `pos` in slot `idx`, holding `len` bytes.
     #[inline(always)]
-    fn guard(&mut self, pos: u64, idx: usize, len: usize) -> ReadSlot<'_> {
+    pub(crate) fn guard(&mut self, pos: u64, idx: usize, len: usize) -> ReadSlot<'_> {
         let token = Some(self.mem().cells().read(idx));
         ReadSlot {
             consumer: self,

@@ -104,7 +104,7 @@ impl Producer {
 
     /// Claims a slot: `Full` or `Pending`, or `Disconnected` if the consumers are gone too.
     #[inline]
-    fn claim_slot(&mut self) -> Result<(u64, usize), TryClaimError> {
+    pub(crate) fn claim_slot(&mut self) -> Result<(u64, usize), TryClaimError> {
         match self.claim_pos() {
             Err(e) if e.would_block() => self.full(e),
             other => other,
@@ -138,7 +138,7 @@ impl Producer {
         }
     }
 
-    fn slot(&mut self, pos: u64, idx: usize) -> WriteSlot<'_> {
+    pub(crate) fn slot(&mut self, pos: u64, idx: usize) -> WriteSlot<'_> {
         let token = Some(self.mem().cells().write(idx));
         WriteSlot {
             producer: self,

@@ -115,7 +115,7 @@ impl Consumer {
     /// previous consumer finished with, are stepped over; an abandoned reservation is consumed
     /// and reported.
     #[inline(always)]
-    fn next(&mut self) -> Result<(usize, usize), TryRecvError> {
+    pub(crate) fn next(&mut self) -> Result<(usize, usize), TryRecvError> {
         let mem = self.mem();
         let geo = mem.geometry();
         let off = offset(mem, self.tail);
@@ -306,7 +306,7 @@ impl Consumer {
         self.publish_tail();
     }
 
-    fn guard(&mut self, off: usize, len: usize) -> ReadRecord<'_> {
+    pub(crate) fn guard(&mut self, off: usize, len: usize) -> ReadRecord<'_> {
         let token = Some(self.read_token(off, len));
         ReadRecord {
             consumer: self,

@@ -323,14 +323,14 @@ impl Producer {
 
     /// Reserves for a message of `len` bytes, checking the largest.
     #[inline]
-    fn reserve_checked(&mut self, len: usize) -> Result<u64, TryClaimError> {
+    pub(crate) fn reserve_checked(&mut self, len: usize) -> Result<u64, TryClaimError> {
         self.check_max(len)?;
         self.reserve(len)
     }
 
     /// The write guard over the record reserved at `pos`.
     #[inline]
-    fn guard(&mut self, pos: u64, len: usize) -> WriteRecord<'_> {
+    pub(crate) fn guard(&mut self, pos: u64, len: usize) -> WriteRecord<'_> {
         self.pending = Some((pos, len));
         let off = offset(self.mem(), pos);
         let token = Some(
