@@ -142,7 +142,8 @@ impl Attached {
         self.peers.rescan(&self.shared.mem);
     }
 
-    /// This endpoint as a sleeper (`wait::arm`).
+    /// This endpoint as a sleeper (`wait::arm`), for the doorbell and the loom models.
+    #[cfg(any(loom, all(feature = "doorbell", not(loom))))]
     pub(crate) fn sleeper(&self) -> wait::Sleeper<'_> {
         wait::Sleeper {
             asleep: self.mem().asleep(self.entry()),

@@ -239,7 +239,7 @@ pub(crate) fn user_name(uid: u32) -> Option<String> {
 }
 
 /// `eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)`: the async doorbell (`doorbell`).
-#[cfg(feature = "async")]
+#[cfg(feature = "doorbell")]
 pub(crate) fn eventfd() -> std::io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     // SAFETY: no pointers; the result is checked before it is owned.
@@ -253,7 +253,7 @@ pub(crate) fn eventfd() -> std::io::Result<std::os::fd::OwnedFd> {
 
 /// Adds 1 to an eventfd's counter, making it readable. Never blocks: a saturated counter
 /// (`EAGAIN`) is readable already.
-#[cfg(feature = "async")]
+#[cfg(feature = "doorbell")]
 pub(crate) fn eventfd_signal(fd: std::os::fd::BorrowedFd<'_>) {
     use std::os::fd::AsRawFd;
     let one = 1u64;
@@ -262,7 +262,7 @@ pub(crate) fn eventfd_signal(fd: std::os::fd::BorrowedFd<'_>) {
 }
 
 /// Reads (and so clears) an eventfd's counter; `EAGAIN` (already clear) is fine.
-#[cfg(feature = "async")]
+#[cfg(feature = "doorbell")]
 pub(crate) fn eventfd_drain(fd: std::os::fd::BorrowedFd<'_>) {
     use std::os::fd::AsRawFd;
     let mut n = 0u64;
@@ -271,7 +271,7 @@ pub(crate) fn eventfd_drain(fd: std::os::fd::BorrowedFd<'_>) {
 }
 
 /// One entry of `futex_waitv(2)` (`struct futex_waitv`).
-#[cfg(feature = "async")]
+#[cfg(feature = "doorbell")]
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FutexWaitv {
@@ -281,7 +281,7 @@ pub(crate) struct FutexWaitv {
     reserved: u32,
 }
 
-#[cfg(feature = "async")]
+#[cfg(feature = "doorbell")]
 impl FutexWaitv {
     /// Wait while the 32-bit `word` holds `val`; `private`: a word of this process only.
     pub(crate) fn new(word: *const u32, val: u32, private: bool) -> FutexWaitv {
@@ -297,7 +297,7 @@ impl FutexWaitv {
 }
 
 /// What `futex_waitv(2)` says.
-#[cfg(feature = "async")]
+#[cfg(feature = "doorbell")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Waitv {
     /// Woken, a word differed, a signal, or the timeout: look again.
@@ -311,7 +311,7 @@ pub(crate) enum Waitv {
 ///
 /// # Safety
 /// Every `uaddr` points at a 4-byte aligned `u32` that stays mapped for the whole call.
-#[cfg(feature = "async")]
+#[cfg(feature = "doorbell")]
 pub(crate) unsafe fn futex_waitv(waiters: &[FutexWaitv], timeout: Option<Duration>) -> Waitv {
     let deadline = timeout.map(|d| {
         let mut now = libc::timespec {
@@ -352,7 +352,7 @@ pub(crate) unsafe fn futex_waitv(waiters: &[FutexWaitv], timeout: Option<Duratio
 ///
 /// # Safety
 /// As for [`futex_wait`].
-#[cfg(feature = "async")]
+#[cfg(feature = "doorbell")]
 pub(crate) unsafe fn futex_wake_private(word: *const u32) {
     // SAFETY: as in `futex_wake`.
     unsafe {

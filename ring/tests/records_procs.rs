@@ -471,6 +471,25 @@ fn many_producer_stopped_after_its_reservation_is_never_robbed() {
     });
 }
 
+/// Each step of one kill iteration is bounded by this, so a step that never ends fails with
+/// [`state`] instead of hanging until the watchdog.
+const STEP: Duration = Duration::from_secs(30);
+
+/// What a stuck kill iteration looks like: the child's process state, the claims it made, the
+/// registry and the ring's own check.
+fn state(ring: &Ring, child: libc::pid_t, flags: &Flags) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{child}/stat"))
+        .unwrap_or_else(|e| format!("(no /proc/{child}/stat: {e})"));
+    format!(
+        "child {child} stat [{}], claims about to be made {}, made {}, endpoints {:?}, check {:?}",
+        stat.trim(),
+        flags.get(0),
+        flags.get(2),
+        ring.endpoints(),
+        ring.check()
+    )
+}
+
 /// Kills a producer at a random point, `iterations` times, while it sends numbered messages of
 /// varying lengths (zero-copy, dawdling inside each claim so that many kills land there). Each
 /// time the consumer gets a gap-free prefix, whole; with many producers then at most one
@@ -480,7 +499,9 @@ fn many_producer_stopped_after_its_reservation_is_never_robbed() {
 fn random_kills(kind: Kind, iterations: u32) -> (u64, u32) {
     let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(std::process::id());
     let (mut total, mut recovered) = (0, 0);
+    let mut slowest = Duration::ZERO;
     for _ in 0..iterations {
+        let began = std::time::Instant::now();
         let ring = ring(kind);
         // [0] = claims about to be made, [2] = claims made.
         let flags = Flags::new();
@@ -506,20 +527,24 @@ fn random_kills(kind: Kind, iterations: u32) -> (u64, u32) {
             1
         });
         let mut rx = ring.records_consumer().unwrap();
-        assert!(wait_until(LIMIT, || ring
-            .endpoints()
-            .iter()
-            .any(|e| e.role == Some(shmring::Role::Producer))));
+        assert!(
+            wait_until(STEP, || ring
+                .endpoints()
+                .iter()
+                .any(|e| e.role == Some(shmring::Role::Producer))),
+            "the producer never attached: {}",
+            state(&ring, child, &flags)
+        );
         let delay = Duration::from_micros(common::xorshift(&mut rng) % 2000);
         let killer = std::thread::spawn(move || {
             std::thread::sleep(delay);
             kill(child);
-            reap(&[child], LIMIT)
+            reap(&[child], STEP)
         });
         let mut buf = Vec::new();
         let (mut expect, mut abandoned) = (0u64, false);
         loop {
-            match rx.recv_vec(&mut buf) {
+            match rx.recv_vec_timeout(&mut buf, STEP) {
                 Ok(_) => {
                     assert!(!abandoned, "a message after the abandoned one");
                     check_numbered(&buf, expect);
@@ -531,7 +556,7 @@ fn random_kills(kind: Kind, iterations: u32) -> (u64, u32) {
                     abandoned = true;
                 }
                 Err(RecvError::Disconnected) => break,
-                Err(e) => panic!("{e}"),
+                Err(e) => panic!("{e} after {expect}: {}", state(&ring, child, &flags)),
             }
         }
         assert_eq!(killer.join().unwrap(), [-libc::SIGKILL]);
@@ -559,8 +584,12 @@ fn random_kills(kind: Kind, iterations: u32) -> (u64, u32) {
         assert!(ring.check().iter().all(|f| !f.error), "{:?}", ring.check());
         total += expect;
         recovered += u32::from(abandoned);
+        slowest = slowest.max(began.elapsed());
     }
-    eprintln!("{kind}: {iterations} kills, {total} messages, {recovered} reservations recovered");
+    eprintln!(
+        "{kind}: {iterations} kills, {total} messages, {recovered} reservations recovered; \
+         the slowest kill took {slowest:?}"
+    );
     (total, recovered)
 }
 
