@@ -59,6 +59,7 @@ pub(crate) fn latency(
     match t {
         Transport::RawSpin => Ok(limits::raw_spin(iters, warmup)?),
         Transport::ShmringSpsc
+        | Transport::ShmringSpscZc
         | Transport::ShmringMpmc
         | Transport::ShmringRecords
         | Transport::ShmringSpscBlocking

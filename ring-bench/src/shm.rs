@@ -285,6 +285,7 @@ pub(crate) fn latency(
         _ => WaitOptions::default(),
     };
     let blocking = api == Api::Blocking;
+    let in_place = api == Api::ZeroCopy;
     let ping = ring("ping", kind, size, wait, cfg)?;
     let pong = ring("pong", kind, size, wait, cfg)?;
     let total = (iters + warmup) as u64;
@@ -292,8 +293,13 @@ pub(crate) fn latency(
         let mut buf = Buf::new(size);
         let mut ep = PingPong::new(&ping, &pong, blocking)?;
         for _ in 0..total {
-            let n = ep.recv(&mut buf)?;
-            ep.send(&buf[..n])?;
+            if in_place {
+                let (seq, n) = ep.recv_in_place()?;
+                ep.send_in_place(seq, n)?;
+            } else {
+                let n = ep.recv(&mut buf)?;
+                ep.send(&buf[..n])?;
+            }
         }
         Ok(())
     });
@@ -302,12 +308,27 @@ pub(crate) fn latency(
         let mut buf = Buf::new(size);
         let mut out = Vec::with_capacity(iters);
         for i in 0..total {
-            stamp(&mut buf, i);
-            let t0 = Instant::now();
-            ep.send(&buf)?;
-            let n = ep.recv(&mut buf)?;
-            let rtt = t0.elapsed().as_nanos() as u64;
-            verify(&buf[..n], i)?;
+            let rtt = if in_place {
+                // The write is part of the trip: stamped in the claimed slot, checked in place.
+                let t0 = Instant::now();
+                ep.send_in_place(i, size)?;
+                let (seq, n) = ep.recv_in_place()?;
+                let rtt = t0.elapsed().as_nanos() as u64;
+                if (seq, n) != (i, size) {
+                    return Err(format!(
+                        "zero-copy ping-pong: sent {i} ({size} B), got {seq} ({n} B)"
+                    ));
+                }
+                rtt
+            } else {
+                stamp(&mut buf, i);
+                let t0 = Instant::now();
+                ep.send(&buf)?;
+                let n = ep.recv(&mut buf)?;
+                let rtt = t0.elapsed().as_nanos() as u64;
+                verify(&buf[..n], i)?;
+                rtt
+            };
             if i as usize >= warmup {
                 out.push(rtt);
             }
@@ -359,6 +380,48 @@ impl PingPong {
                         return Err("ping-pong: no reply within 20 s".into());
                     }
                 }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// Spins until a message arrives, checks its stamps where it lies (`try_read`), releases
+    /// it, and returns its number and length.
+    fn recv_in_place(&mut self) -> Result<(u64, usize), String> {
+        let start = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            match self.rx.try_read() {
+                Ok(msg) => {
+                    let seq = msg
+                        .get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u64::from_le_bytes)
+                        .ok_or("zero-copy ping-pong: a message under 8 bytes")?;
+                    verify(&msg, seq)?;
+                    return Ok((seq, msg.len()));
+                }
+                Err(e) if e.would_block() => {
+                    core::hint::spin_loop();
+                    spins = spins.wrapping_add(1);
+                    if spins.is_multiple_of(65536) && start.elapsed() > Duration::from_secs(20) {
+                        return Err("zero-copy ping-pong: no reply within 20 s".into());
+                    }
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// Spins until a slot is free, stamps message `seq` of `len` bytes into it and commits it.
+    fn send_in_place(&mut self, seq: u64, len: usize) -> Result<(), String> {
+        loop {
+            match self.tx.try_claim() {
+                Ok(mut slot) => {
+                    stamp(&mut slot[..len], seq);
+                    return slot.commit(len).map_err(|e| e.to_string());
+                }
+                Err(e) if e.would_block() => core::hint::spin_loop(),
                 Err(e) => return Err(e.to_string()),
             }
         }

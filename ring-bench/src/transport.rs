@@ -12,7 +12,8 @@ pub(crate) const CHILD_LIMIT: Duration = Duration::from_secs(60);
 pub(crate) enum Transport {
     /// shmring SPSC ring, copy API (`try_send` / `try_recv`).
     ShmringSpsc,
-    /// shmring SPSC ring, zero-copy API (`try_claim` → commit / `try_read`).
+    /// shmring SPSC ring, zero-copy API (`try_claim` → commit / `try_read`); its round trip
+    /// stamps every 64-byte line in the claimed slot and checks it in place, on both sides.
     ShmringSpscZc,
     /// shmring SPSC ring, batches of 32 (`try_send_batch` / `try_recv_batch`).
     ShmringSpscBatch,
@@ -109,7 +110,6 @@ impl Transport {
         !matches!(
             self,
             Transport::Memcpy
-                | Transport::ShmringSpscZc
                 | Transport::ShmringSpscBatch
                 | Transport::Rtrb
                 | Transport::CrossbeamArrayqueue
