@@ -48,7 +48,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -84,17 +84,9 @@ impl Bell {
     /// again. `Ready` means: poll the ring now.
     fn poll_wait(&mut self, cx: &mut Context<'_>, ep: &mut dyn Endpoint, side: Side) -> Poll<()> {
         if !self.0.get_ref().is_armed() {
-            // A liveness check is due (the doorbell rings for it): run it, so the endpoint
-            // answers `Disconnected` once every peer is dead.
-            let attached = ep.attached();
-            if attached
-                .checked_at()
-                .checked_add(attached.shared().wait.liveness())
-                .is_some_and(|due| Instant::now() >= due)
-            {
-                ep.check_peers();
-            }
-            if self.0.get_mut().arm(ep.attached(), side).is_err() {
+            // (Arming runs a due liveness check, so the poll that follows answers
+            // `Disconnected` once every peer is dead.)
+            if self.0.get_mut().arm(ep, side).is_err() {
                 // The helper thread could not start: poll again at the next turn of the
                 // runtime instead of sleeping (never a lost message; a busy wait).
                 cx.waker().wake_by_ref();

@@ -32,7 +32,7 @@ use std::sync::atomic::AtomicPtr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::endpoint::{Attached, Shared};
+use crate::endpoint::{Endpoint, Shared};
 use crate::layout::Side;
 use crate::os;
 use crate::sync::{Ordering, raw};
@@ -117,8 +117,6 @@ fn helper() -> std::io::Result<&'static Helper> {
 /// sleep on the rest.
 fn run(h: &'static Helper) {
     let mut waits: Vec<os::FutexWaitv> = Vec::with_capacity(MAX_WAITV);
-    // The mappings the words live in, kept for the length of the wait.
-    let mut held: Vec<Arc<Shared>> = Vec::with_capacity(MAX_WAITV);
     loop {
         // Relaxed: any change to the requests is made under the mutex taken below; this value
         // only tells the kernel what to wait on, so a bump after it returns at once.
@@ -127,7 +125,6 @@ fn run(h: &'static Helper) {
         let mut next: Option<Instant> = None;
         let mut overflow = false;
         waits.clear();
-        held.clear();
         {
             let mut requests = h.requests.lock().unwrap_or_else(PoisonError::into_inner);
             requests.retain(|r| {
@@ -143,7 +140,6 @@ fn run(h: &'static Helper) {
                 }
                 if waits.len() < MAX_WAITV - 1 {
                     waits.push(os::FutexWaitv::new(word.as_ptr(), r.epoch, false));
-                    held.push(Arc::clone(&r.shared));
                 } else {
                     overflow = true;
                 }
@@ -156,26 +152,34 @@ fn run(h: &'static Helper) {
         if overflow {
             timeout = Some(timeout.map_or(POLL, |t| t.min(POLL)));
         }
-        // SAFETY: every word is an aligned u32 in a mapping `held` keeps alive (or the
-        // helper's own `control`, which is never freed) for the whole call.
-        if unsafe { os::futex_waitv(&waits, timeout) } == os::Waitv::Unsupported {
+        // No reference to the rings is held across the wait: a waiter that disarms and then
+        // drops its last handle must be the one that unmaps (and, as creator, unlinks) the
+        // ring, at once, not this thread up to an interval later. So a word may be unmapped
+        // during the call; the kernel only reads the words, through its fault-tolerant user
+        // access (`EFAULT`, or a wait on whatever is mapped there now, ended by the control
+        // word or the timeout), and this thread reads them again only through live requests.
+        if os::futex_waitv(&waits, timeout) == os::Waitv::Unsupported {
             std::thread::sleep(timeout.map_or(POLL, |t| t.min(POLL)));
         }
     }
 }
 
 /// A readiness descriptor for one endpoint: an `eventfd` that becomes readable once the ring
-/// the endpoint waits on has moved (a message arrived, or room was made), or once a liveness
-/// interval has passed (time to call `check_peers`).
+/// the endpoint waits on has moved (a message arrived, or room was made), or once the
+/// endpoint's next liveness check is due (arming runs that check, so a dead peer is then
+/// reported by the next call).
 ///
 /// Use it from any event loop, around the non-blocking calls:
 ///
 /// 1. try the call (`try_recv`, `try_send`, …); if it would block,
 /// 2. arm the doorbell ([`arm_consumer`](Self::arm_consumer) or
 ///    [`arm_producer`](Self::arm_producer)) and **try once more** (what arrived in between is
-///    not rung for);
+///    not rung for; after a due liveness check this is also where `Disconnected` shows);
 /// 3. if that would block too, wait until the descriptor ([`AsFd`]) is readable;
 /// 4. [`disarm`](Self::disarm) (which also clears the descriptor), and go back to 1.
+///
+/// With a live peer that sends nothing, the descriptor becomes readable once per liveness
+/// interval; with a dead one, step 2 answers `Disconnected` within one interval.
 ///
 /// An armed doorbell counts as a sleeper: wakers make a system call per message until it is
 /// disarmed, so disarm as soon as the call succeeds (dropping the doorbell disarms too).
@@ -190,7 +194,7 @@ fn run(h: &'static Helper) {
 /// let mut bell = Doorbell::new()?;
 /// let mut buf = [0u8; 8];
 /// assert!(rx.try_recv(&mut buf).is_err());
-/// bell.arm_consumer(&rx)?;
+/// bell.arm_consumer(&mut rx)?;
 /// assert!(rx.try_recv(&mut buf).is_err()); // still nothing: wait for the descriptor
 /// tx.try_send(b"ding")?;
 /// let mut fds = [libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(&bell.as_fd()), events: libc::POLLIN, revents: 0 }];
@@ -236,27 +240,42 @@ impl Doorbell {
         })
     }
 
-    /// Arms for a consumer: rings once a message may have arrived.
+    /// Arms for a consumer: rings once a message may have arrived, or once the consumer's next
+    /// liveness check is due. Runs that check first if it is due already (so the call tried
+    /// next answers `Disconnected` once every producer is dead).
     ///
     /// # Errors
     /// Starting the helper thread failed.
-    pub fn arm_consumer(&mut self, consumer: &crate::Consumer) -> std::io::Result<()> {
-        self.arm(crate::endpoint::Endpoint::attached(consumer), Side::Data)
+    pub fn arm_consumer(&mut self, consumer: &mut crate::Consumer) -> std::io::Result<()> {
+        self.arm(consumer, Side::Data)
     }
 
-    /// Arms for a producer: rings once room may have been made.
+    /// Arms for a producer: rings once room may have been made, or once the producer's next
+    /// liveness check is due (run first if due already, as in
+    /// [`arm_consumer`](Self::arm_consumer)).
     ///
     /// # Errors
     /// Starting the helper thread failed.
-    pub fn arm_producer(&mut self, producer: &crate::Producer) -> std::io::Result<()> {
-        self.arm(crate::endpoint::Endpoint::attached(producer), Side::Space)
+    pub fn arm_producer(&mut self, producer: &mut crate::Producer) -> std::io::Result<()> {
+        self.arm(producer, Side::Space)
     }
 
-    /// Counts the endpoint in as a sleeper of `side` (`wait::arm`) and asks the helper to ring
-    /// once the side's epoch moves or the endpoint's next liveness check is due. Re-arming an
-    /// armed doorbell disarms it first.
-    pub(crate) fn arm(&mut self, ep: &Attached, side: Side) -> std::io::Result<()> {
+    /// Runs the endpoint's liveness check if it is due, counts the endpoint in as a sleeper of
+    /// `side` (`wait::arm`) and asks the helper to ring once the side's epoch moves or the
+    /// next check is due. Re-arming an armed doorbell disarms it first.
+    pub(crate) fn arm(&mut self, ep: &mut dyn Endpoint, side: Side) -> std::io::Result<()> {
         self.disarm();
+        // The doorbell rang for this deadline (or the caller never waited): without the check,
+        // the deadline stays in the past and every arm would ring at once.
+        let attached = ep.attached();
+        if attached
+            .checked_at()
+            .checked_add(attached.shared().wait.liveness())
+            .is_some_and(|due| Instant::now() >= due)
+        {
+            ep.check_peers();
+        }
+        let ep = ep.attached();
         let h = helper()?;
         let shared = Arc::clone(ep.shared());
         let armed = wait::arm(&shared.mem, side, ep.sleeper());

@@ -307,12 +307,12 @@ pub(crate) enum Waitv {
 }
 
 /// `futex_waitv(waiters, 0, timeout, CLOCK_MONOTONIC)`: sleeps until any word changes from its
-/// value or is woken, or `timeout` passes.
-///
-/// # Safety
-/// Every `uaddr` points at a 4-byte aligned `u32` that stays mapped for the whole call.
+/// value or is woken, or `timeout` passes. The kernel only reads the words, each through its
+/// fault-tolerant user access, so an address that is not (or no longer) mapped fails the call
+/// with `EFAULT` (reported as `Returned`) instead of faulting this process, and nothing is ever
+/// written through them: the call is safe whatever the addresses are.
 #[cfg(feature = "doorbell")]
-pub(crate) unsafe fn futex_waitv(waiters: &[FutexWaitv], timeout: Option<Duration>) -> Waitv {
+pub(crate) fn futex_waitv(waiters: &[FutexWaitv], timeout: Option<Duration>) -> Waitv {
     let deadline = timeout.map(|d| {
         let mut now = libc::timespec {
             tv_sec: 0,
@@ -331,7 +331,8 @@ pub(crate) unsafe fn futex_waitv(waiters: &[FutexWaitv], timeout: Option<Duratio
     });
     let ts = deadline.as_ref().map_or(ptr::null(), ptr::from_ref);
     // SAFETY: `waiters` is a live array of `len` entries laid out as the kernel expects; the
-    // words are the caller's duty; `ts` is null or a live timespec.
+    // words are only read by the kernel, with fault handling (above); `ts` is null or a live
+    // timespec.
     let r = unsafe {
         libc::syscall(
             libc::SYS_futex_waitv,

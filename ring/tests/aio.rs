@@ -7,7 +7,9 @@
 //! - futures dropped at random points (recv, read, send): nothing lost, nothing duplicated;
 //! - a producer SIGKILLed while the consumer awaits: `Disconnected` (within the liveness bound);
 //! - `tokio::select!` over two rings and a timer; `Stream` and `Sink`;
-//! - a dropped, armed wait leaves no sleeper behind.
+//! - a dropped, armed wait leaves no sleeper behind;
+//! - the doorbell loop as documented: one wake-up per liveness interval, `Disconnected` once
+//!   the producer is dead; a ring waited on is removed by its creator's last drop.
 //!
 //! Every test runs under a watchdog; no test asserts a duration.
 
@@ -436,4 +438,119 @@ fn without_a_runtime_it_says_so() {
         .unwrap();
     let err = AsyncConsumer::new(ring.consumer().unwrap()).unwrap_err();
     assert!(err.to_string().contains("tokio runtime"), "{err}");
+}
+
+/// The doorbell loop exactly as `Doorbell`'s documentation writes it (try, arm, try again,
+/// wait for the descriptor, disarm), with no `check_peers` of its own, until a call answers or
+/// `stop` passes. Returns the answer (`Empty` at `stop`) and the wake-ups.
+fn doorbell_loop(
+    rx: &mut shmring::Consumer,
+    stop: Instant,
+) -> (Result<usize, shmring::TryRecvError>, u64) {
+    use std::os::fd::AsRawFd;
+    let mut bell = shmring::doorbell::Doorbell::new().unwrap();
+    let mut buf = [0u8; 64];
+    let mut wakes = 0;
+    while Instant::now() < stop {
+        match rx.try_recv(&mut buf) {
+            Err(e) if e.would_block() => {}
+            done => return (done, wakes),
+        }
+        bell.arm_consumer(rx).unwrap();
+        match rx.try_recv(&mut buf) {
+            Err(e) if e.would_block() => {}
+            done => return (done, wakes),
+        }
+        let mut fds = [libc::pollfd {
+            fd: bell.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(fds.as_mut_ptr(), 1, 1_000) };
+        wakes += 1;
+        bell.disarm();
+    }
+    (Err(shmring::TryRecvError::Empty), wakes)
+}
+
+/// Before the fix a due liveness check was never run by this loop: after the first interval
+/// every arm rang at once (tens of thousands of wake-ups a second, an idle loop at 60 % CPU),
+/// and a killed producer was never reported.
+#[test]
+fn the_documented_doorbell_loop_rings_once_an_interval_and_sees_a_dead_producer() {
+    const T: &str = "the_documented_doorbell_loop_rings_once_an_interval_and_sees_a_dead_producer";
+    if in_child(T) {
+        return run_peer(&std::env::var(PEER_ARG).unwrap());
+    }
+    with_watchdog(LIMIT, || {
+        let unique = Unique::posix("aio-bell-loop");
+        let ring = create(&unique, Kind::Spsc);
+        let mut rx = ring.consumer().unwrap();
+        let mut child = peer(T, &format!("{} park", unique.name()));
+        while !ring
+            .endpoints()
+            .iter()
+            .any(|e| e.role == Some(shmring::Role::Producer))
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Live and silent for 500 ms, 10 liveness intervals: a wake-up per interval (and a few
+        // spurious ones), never one per arm.
+        let (got, wakes) = doorbell_loop(&mut rx, Instant::now() + Duration::from_millis(500));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(got, Err(shmring::TryRecvError::Empty));
+        assert!(
+            wakes < 100,
+            "{wakes} wake-ups in 10 intervals with nothing sent"
+        );
+        let (got, _) = doorbell_loop(&mut rx, Instant::now() + LIMIT);
+        assert_eq!(got, Err(shmring::TryRecvError::Disconnected));
+    });
+}
+
+/// Before the fix the doorbell's helper thread held the ring across its wait, so the creator's
+/// last drop did not remove the POSIX object: the helper did, up to an interval later, or
+/// nobody, if the process exited first.
+#[test]
+fn a_ring_waited_on_is_removed_when_its_creator_drops_it() {
+    use std::os::fd::AsRawFd;
+    with_watchdog(LIMIT, || {
+        // The doorbell rang for the liveness deadline, then was disarmed.
+        let unique = Unique::posix("aio-bell-unlink");
+        let ring = create(&unique, Kind::Spsc);
+        let (tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+        let mut bell = shmring::doorbell::Doorbell::new().unwrap();
+        bell.arm_consumer(&mut rx).unwrap();
+        let mut fds = [libc::pollfd {
+            fd: bell.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: one valid pollfd.
+        assert_eq!(unsafe { libc::poll(fds.as_mut_ptr(), 1, 10_000) }, 1);
+        bell.disarm();
+        drop((bell, tx, rx, ring));
+        assert!(!unique.path().exists(), "the ring outlived its last handle");
+
+        // An async receive that timed out.
+        let unique = Unique::posix("aio-timeout-unlink");
+        let ring = create(&unique, Kind::Spsc);
+        let tx = ring.producer().unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let mut rx = AsyncConsumer::new(ring.consumer().unwrap()).unwrap();
+                let mut buf = [0u8; 64];
+                assert_eq!(
+                    rx.recv_timeout(&mut buf, Duration::from_millis(120)).await,
+                    Err(RecvError::Timeout)
+                );
+            });
+        drop((tx, ring));
+        assert!(!unique.path().exists(), "the ring outlived its last handle");
+    });
 }
