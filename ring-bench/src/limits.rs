@@ -1,7 +1,7 @@
 //! The hardware's limits, measured the same way as the transports: a one-thread `memcpy` and a
 //! cache-line ping-pong between the two processes.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::check::stamp;
@@ -32,27 +32,33 @@ pub(crate) fn memcpy(size: usize, window: Duration, cfg: &Config) -> f64 {
 }
 
 /// Round trips of one atomic word bounced between the two processes: the ceiling of any
-/// ping-pong, and the probe every round starts with.
-pub(crate) fn raw_spin(iters: usize, warmup: usize) -> Result<Vec<u64>, String> {
+/// ping-pong, and the probe every round starts with. With `pair`, the reply goes back on a
+/// second word on a line of its own (`raw-spin-pair`): the floor of a ping-pong over two rings,
+/// where each direction has its own line.
+pub(crate) fn raw_spin(iters: usize, warmup: usize, pair: bool) -> Result<Vec<u64>, String> {
     let ctl = ControlMap::new();
     let total = (iters + warmup) as u64;
+    fn words(c: &ControlMap, pair: bool) -> (&AtomicU64, &AtomicU64) {
+        let c = c.get();
+        (&c.spin, if pair { &c.spin_back } else { &c.spin })
+    }
     let child = proc::spawn(child_cpu(), || {
-        let w = &ctl.get().spin;
+        let (w, back) = words(&ctl, pair);
         for i in 0..total {
             while w.load(Ordering::Acquire) != 2 * i + 1 {
                 core::hint::spin_loop();
             }
-            w.store(2 * i + 2, Ordering::Release);
+            back.store(2 * i + 2, Ordering::Release);
         }
         Ok(())
     });
-    let w = &ctl.get().spin;
+    let (w, back) = words(&ctl, pair);
     let mut out = Vec::with_capacity(iters);
     for i in 0..total {
         let t0 = Instant::now();
         w.store(2 * i + 1, Ordering::Release);
         let mut spins = 0u32;
-        while w.load(Ordering::Acquire) != 2 * i + 2 {
+        while back.load(Ordering::Acquire) != 2 * i + 2 {
             core::hint::spin_loop();
             spins = spins.wrapping_add(1);
             if spins.is_multiple_of(65536) && t0.elapsed() > Duration::from_secs(20) {

@@ -142,6 +142,7 @@ fn default_transports() -> Vec<Transport> {
         Transport::Tcp,
         Transport::PosixMq,
         Transport::RawSpin,
+        Transport::RawSpinPair,
         Transport::Memcpy,
         Transport::Rtrb,
         Transport::CrossbeamArrayqueue,

@@ -39,7 +39,7 @@ pub(crate) fn throughput(
         Transport::ShmringAsync | Transport::TokioUnixStream => {
             Ok(tokio_rows::throughput(t, size, window, cfg)?)
         }
-        Transport::RawSpin | Transport::ShmringAsyncDirect => {
+        Transport::RawSpin | Transport::RawSpinPair | Transport::ShmringAsyncDirect => {
             Err(BenchError::Skip("latency only".into()))
         }
         Transport::Iceoryx2 => iceoryx2_throughput(size, window),
@@ -57,7 +57,8 @@ pub(crate) fn latency(
 ) -> Result<Vec<u64>, BenchError> {
     let warmup = (iters / 10).max(100);
     match t {
-        Transport::RawSpin => Ok(limits::raw_spin(iters, warmup)?),
+        Transport::RawSpin => Ok(limits::raw_spin(iters, warmup, false)?),
+        Transport::RawSpinPair => Ok(limits::raw_spin(iters, warmup, true)?),
         Transport::ShmringSpsc
         | Transport::ShmringSpscZc
         | Transport::ShmringMpmc

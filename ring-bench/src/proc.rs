@@ -16,6 +16,9 @@ pub(crate) struct Control {
     /// A second flag on its own line (the direct-doorbell prototype's "armed" word).
     pub(crate) spare: AtomicU32,
     _pad3: [u8; 124],
+    /// The reply word of the `raw-spin-pair` reference, on a line of its own.
+    pub(crate) spin_back: AtomicU64,
+    _pad4: [u8; 120],
 }
 
 /// An anonymous shared mapping holding one [`Control`], zeroed.

@@ -54,6 +54,9 @@ pub(crate) enum Transport {
     Iceoryx2,
     /// Reference: one atomic word bounced between the processes (latency only).
     RawSpin,
+    /// Reference: a word each way, on two cache lines (latency only): the floor of a ping-pong
+    /// over two rings, where each direction has its own line.
+    RawSpinPair,
     /// Reference: one-thread memcpy bandwidth (throughput only).
     Memcpy,
 }
@@ -80,6 +83,7 @@ impl Transport {
             Transport::CrossbeamArrayqueue => "crossbeam-arrayqueue",
             Transport::Iceoryx2 => "iceoryx2",
             Transport::RawSpin => "raw-spin",
+            Transport::RawSpinPair => "raw-spin-pair",
             Transport::Memcpy => "memcpy",
         }
     }
@@ -100,6 +104,7 @@ impl Transport {
         !matches!(
             self,
             Transport::RawSpin
+                | Transport::RawSpinPair
                 | Transport::ShmringSpscBlocking
                 | Transport::ShmringSpscSleep
                 | Transport::ShmringAsyncDirect
