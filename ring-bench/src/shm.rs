@@ -368,49 +368,29 @@ impl PingPong {
                 .recv_timeout(buf, Duration::from_secs(20))
                 .map_err(|e| format!("ping-pong: {e}"));
         }
-        let start = Instant::now();
-        let mut spins = 0u32;
-        loop {
-            match self.rx.try_recv(buf) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.would_block() => {
-                    core::hint::spin_loop();
-                    spins = spins.wrapping_add(1);
-                    if spins.is_multiple_of(65536) && start.elapsed() > Duration::from_secs(20) {
-                        return Err("ping-pong: no reply within 20 s".into());
-                    }
-                }
-                Err(e) => return Err(e.to_string()),
-            }
-        }
+        spin_until(|| match self.rx.try_recv(buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.would_block() => Ok(None),
+            Err(e) => Err(e.to_string()),
+        })
     }
 
     /// Spins until a message arrives, checks its stamps where it lies (`try_read`), releases
     /// it, and returns its number and length.
     fn recv_in_place(&mut self) -> Result<(u64, usize), String> {
-        let start = Instant::now();
-        let mut spins = 0u32;
-        loop {
-            match self.rx.try_read() {
-                Ok(msg) => {
-                    let seq = msg
-                        .get(..8)
-                        .and_then(|b| b.try_into().ok())
-                        .map(u64::from_le_bytes)
-                        .ok_or("zero-copy ping-pong: a message under 8 bytes")?;
-                    verify(&msg, seq)?;
-                    return Ok((seq, msg.len()));
-                }
-                Err(e) if e.would_block() => {
-                    core::hint::spin_loop();
-                    spins = spins.wrapping_add(1);
-                    if spins.is_multiple_of(65536) && start.elapsed() > Duration::from_secs(20) {
-                        return Err("zero-copy ping-pong: no reply within 20 s".into());
-                    }
-                }
-                Err(e) => return Err(e.to_string()),
+        spin_until(|| match self.rx.try_read() {
+            Ok(msg) => {
+                let seq = msg
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_le_bytes)
+                    .ok_or("zero-copy ping-pong: a message under 8 bytes")?;
+                verify(&msg, seq)?;
+                Ok(Some((seq, msg.len())))
             }
-        }
+            Err(e) if e.would_block() => Ok(None),
+            Err(e) => Err(e.to_string()),
+        })
     }
 
     /// Spins until a slot is free, stamps message `seq` of `len` bytes into it and commits it.
@@ -440,6 +420,24 @@ impl PingPong {
                 Err(e) if e.would_block() => core::hint::spin_loop(),
                 Err(e) => return Err(e.to_string()),
             }
+        }
+    }
+}
+
+/// Calls `poll` until it has something (or fails), spinning between calls; gives up after
+/// 20 s without a reply.
+#[inline(always)]
+fn spin_until<T>(mut poll: impl FnMut() -> Result<Option<T>, String>) -> Result<T, String> {
+    let start = Instant::now();
+    let mut spins = 0u32;
+    loop {
+        if let Some(got) = poll()? {
+            return Ok(got);
+        }
+        core::hint::spin_loop();
+        spins = spins.wrapping_add(1);
+        if spins.is_multiple_of(65536) && start.elapsed() > Duration::from_secs(20) {
+            return Err("ping-pong: no reply within 20 s".into());
         }
     }
 }
