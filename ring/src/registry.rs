@@ -226,7 +226,9 @@ fn claim_entry(
                 // Acquire: pairs with the Release CAS/store of the previous holder.
                 let cur = header.endpoints[entry].owner.load(Ordering::Acquire);
                 let word = EndpointWord(cur);
-                if cur != 0 && word.is_alive() {
+                // A word without a role's bits is no endpoint (`docs/protocol.md`): taken over
+                // like a dead one, whatever process it names.
+                if cur != 0 && word.role().is_some() && word.is_alive() {
                     return Err(AttachError::RoleTaken {
                         role,
                         pid: word.pid(),

@@ -473,3 +473,68 @@ fn a_stuck_reservation_of_a_live_producer_is_pending_never_robbed() {
         assert_eq!(ring.status().abandoned, 0);
     });
 }
+
+/// Found by a black-box test of the docs: with many producers and `head == tail`, `check` did
+/// not look at the word at `tail` and called a ring consistent that every receive reported as
+/// corrupt; and an attach named the wrong fault for a cursor that is not a multiple of 8.
+#[test]
+fn check_and_receive_agree_on_a_word_no_producer_writes_at_an_empty_tail() {
+    for kind in [Kind::Records, Kind::RecordsMpsc] {
+        let unique = Unique::posix("rec-empty-tail");
+        let ring = unique
+            .builder()
+            .kind(kind)
+            .capacity(1024)
+            .max_message(64)
+            .create()
+            .unwrap();
+        let word = header(0, 0, 5);
+        unique.poke(DATA, &word);
+        let mut rx = ring.records_consumer().unwrap();
+        assert_eq!(
+            rx.try_recv_vec(&mut Vec::new()),
+            Err(TryRecvError::Corrupt(Corruption::Record {
+                cursor: 0,
+                word: u64::from_le_bytes(word),
+            })),
+            "{kind}"
+        );
+        assert!(
+            ring.check().iter().any(|f| f.error),
+            "{kind}: {:?}",
+            ring.check()
+        );
+    }
+    let unique = Unique::posix("rec-misaligned");
+    let ring = unique
+        .builder()
+        .kind(Kind::Records)
+        .capacity(1024)
+        .max_message(64)
+        .create()
+        .unwrap();
+    unique.poke(TAIL, &3u64.to_le_bytes());
+    let err = ring.records_consumer().map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("multiples of 8"), "{err}");
+}
+
+/// Found by a black-box test of the docs: a registry word with role bits 3 is no endpoint
+/// (`docs/protocol.md`), yet it was taken for a live consumer and kept the role from everyone.
+#[test]
+fn a_registry_word_without_a_role_holds_no_role() {
+    const ENTRY_1: u64 = 512 + 128;
+    let unique = Unique::posix("rec-malformed-entry");
+    let ring = unique
+        .builder()
+        .kind(Kind::Records)
+        .capacity(1024)
+        .max_message(64)
+        .create()
+        .unwrap();
+    // This process's pid, so "alive" whatever its start time; role bits 3.
+    let word = 3u64 << 32 | u64::from(std::process::id());
+    unique.poke(ENTRY_1, &word.to_le_bytes());
+    let (mut tx, mut rx) = pair(&ring);
+    tx.try_send(b"through").unwrap();
+    assert_eq!(rx.try_recv_vec(&mut Vec::new()), Ok(7));
+}

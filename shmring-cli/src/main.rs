@@ -323,12 +323,17 @@ fn run(command: Command, out: &mut dyn Write) -> Result<u8, Failure> {
             let errors = findings.iter().filter(|f| f.error).count();
             if errors == 0 {
                 let s = ring.status();
+                let unit = if s.kind.is_records() {
+                    "bytes"
+                } else {
+                    "slots"
+                };
                 writeln!(
                     out,
-                    "{}: consistent ({} {} slots, {} message(s) in flight)",
+                    "{}: consistent ({}, {} {unit}, {} message(s) in flight)",
                     target.backing(),
-                    s.capacity,
                     s.kind,
+                    s.capacity,
                     s.len()
                 )?;
                 Ok(0)

@@ -59,6 +59,16 @@ impl fmt::Display for Corruption {
                 head,
                 tail,
                 capacity,
+            } if head.wrapping_sub(*tail) <= *capacity => write!(
+                // Within the capacity: what is wrong is the unit (record rings count bytes in
+                // records of 8-byte multiples).
+                f,
+                "ring corrupted: producer cursor {head} and consumer cursor {tail} are not both multiples of 8 bytes"
+            ),
+            Corruption::Cursors {
+                head,
+                tail,
+                capacity,
             } => write!(
                 f,
                 "ring corrupted: producer cursor {head} and consumer cursor {tail} are more than the capacity {capacity} apart"

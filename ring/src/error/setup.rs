@@ -558,7 +558,8 @@ pub enum AttachError {
         /// The ring's kind.
         found: Kind,
     },
-    /// SPSC: a live process already holds this role.
+    /// A role the ring takes once (SPSC's two; a record ring's consumer, and its producer with
+    /// one producer) is held by a live process.
     RoleTaken {
         /// The role asked for.
         role: Role,
@@ -585,7 +586,7 @@ impl fmt::Display for AttachError {
             }
             AttachError::RoleTaken { role, pid } => write!(
                 f,
-                "the ring already has a {role} (process {pid}); an SPSC ring takes one of each"
+                "the ring already has a {role} (process {pid}), and this ring takes only one"
             ),
             AttachError::RegistryFull { max } => {
                 write!(

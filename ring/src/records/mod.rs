@@ -321,6 +321,17 @@ pub(crate) fn survey(mem: &RingMem) -> Survey {
         };
         at = at.wrapping_add(size as u64);
     }
+    // With many producers the walk stops at `head`. No record starts there yet (a producer
+    // writes its header only after its CAS moved `head` past it), so the word holds zeros, a
+    // stale lap, or a racing producer's header — never a word no producer writes.
+    if many
+        && out.corrupt.is_none()
+        && at == head
+        && at.is_multiple_of(RECORD_ALIGN as u64)
+        && let Look::Corrupt(w) = look(mem, at)
+    {
+        out.corrupt = Some((at, w));
+    }
     out.end = at;
     out
 }
