@@ -185,10 +185,16 @@ impl Look {
         match (w >> STATE_SHIFT) & 0xFF {
             MESSAGE if len <= geo.slot_size => Look::Message(len),
             RESERVED if len <= geo.slot_size => Look::Reserved(len),
-            state @ (PADDING | CONSUMED | ABANDONED) => Look::Skip {
-                size: record_size(len),
-                state,
-            },
+            // CONSUMED and ABANDONED are written only in rings with many producers (their
+            // consumer marks what it releases; their recovery settles dead reservations).
+            state @ (PADDING | CONSUMED | ABANDONED)
+                if state == PADDING || geo.kind == Kind::RecordsMpsc =>
+            {
+                Look::Skip {
+                    size: record_size(len),
+                    state,
+                }
+            }
             _ => Look::Corrupt(w),
         }
     }
