@@ -76,6 +76,49 @@ fn a_full_dev_shm_refuses_the_ring_at_create() {
     });
 }
 
+/// Found by a black-box test of the docs: on a `/dev/shm` with no room at all, the first write
+/// (the identity line) fails, and create said only "pwrite failed: No space left on device"
+/// instead of the promised message with the numbers.
+#[test]
+fn a_dev_shm_with_no_room_at_all_refuses_with_the_numbers() {
+    in_tiny_shm(
+        "a_dev_shm_with_no_room_at_all_refuses_with_the_numbers",
+        "1m",
+        || {
+            use std::io::Write;
+            let mut filler = std::fs::File::create("/dev/shm/filler").unwrap();
+            let page = [0u8; 4096];
+            while filler.write_all(&page).is_ok() {}
+            drop(filler);
+            for kind in [Kind::Spsc, Kind::Mpmc, Kind::Records] {
+                let b = Ring::builder().kind(kind).posix("/tiny");
+                let b = if kind.is_records() {
+                    b.capacity(64)
+                } else {
+                    b.capacity(2).slot_size(8)
+                };
+                match b.create() {
+                    Err(e @ CreateError::NoSpace { .. }) => {
+                        let text = e.to_string();
+                        assert!(text.contains("--shm-size"), "{kind}: {text}");
+                    }
+                    other => panic!("{kind}: expected NoSpace, got {other:?}"),
+                }
+                let left: Vec<_> = std::fs::read_dir("/dev/shm")
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name())
+                    .collect();
+                assert_eq!(
+                    left,
+                    ["filler"],
+                    "{kind}: the half-made object was left behind"
+                );
+            }
+            std::fs::remove_file("/dev/shm/filler").unwrap();
+        },
+    );
+}
+
 /// A ring sized lazily (as an older creator, or a foreign one, leaves it: `ftruncate` only, its
 /// pages holes) runs out of `/dev/shm` mid-stream. Every send that returned `Ok` is received,
 /// byte for byte; the first that could not land says `OutOfSpace`, not "truncated"; the

@@ -122,11 +122,14 @@ pub(crate) fn create(
         let _ = mman::shm_unlink(name);
     }
     let (base, id) = built.map_err(|e| match e.source.raw_os_error() {
-        Some(libc::ENOSPC | libc::ENOMEM) if e.op == "fallocate" => CreateError::NoSpace {
-            needed: len as u64,
-            available: free_bytes(),
-            place: SHM_DIR.to_owned(),
-        },
+        // The identity prefix is the first page written: on a full tmpfs it is what fails.
+        Some(libc::ENOSPC | libc::ENOMEM) if matches!(e.op, "fallocate" | "pwrite") => {
+            CreateError::NoSpace {
+                needed: len as u64,
+                available: free_bytes(),
+                place: SHM_DIR.to_owned(),
+            }
+        }
         _ => e.into(),
     })?;
     Ok(Segment {
