@@ -409,13 +409,16 @@ impl Consumer {
         dispatch!(&mut self.flavor, ConsumerFlavor, c => c.try_recv_value())
     }
 
-    /// Calls `f` on up to `max` messages in place and returns how many it was given: SPSC
-    /// releases them with one cursor store ([`spsc::Consumer::try_recv_batch`]), MPMC takes and
-    /// releases each on its own ([`mpmc::Consumer::try_recv_batch`]).
+    /// Calls `f` on up to `max` messages in place and returns how many it was given, 0 if there
+    /// is nothing to give (`Empty` or `Pending`): SPSC and the record rings release them with
+    /// one cursor store ([`spsc::Consumer::try_recv_batch`]), MPMC takes and releases each on
+    /// its own ([`mpmc::Consumer::try_recv_batch`]). If `f` panics, every message it was given,
+    /// the one it panicked on included, is released before the panic goes on, whatever the kind.
     ///
     /// # Errors
-    /// As [`try_recv`](Self::try_recv) when the first message cannot be received; a corrupt or
-    /// lost message after the first ends the batch before it, to be reported by the next call.
+    /// As [`try_recv`](Self::try_recv) when the first message cannot be received (but never
+    /// `Empty` or `Pending`); a corrupt or lost message after the first ends the batch before
+    /// it, to be reported by the next call.
     pub fn try_recv_batch(
         &mut self,
         max: usize,

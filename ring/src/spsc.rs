@@ -660,7 +660,9 @@ impl Consumer {
     /// (and wakes a sleeping producer once). Returns how many were processed; 0 if the ring is
     /// empty.
     ///
-    /// If `f` panics, the messages it was already given are released before the panic goes on.
+    /// If `f` panics, the messages it was given — the one it panicked on included — are
+    /// released before the panic goes on (so a message that panics its handler is not handed
+    /// to it again; as with every kind).
     ///
     /// # Errors
     /// [`TryRecvError::Corrupt`] if the first message is corrupt (it is consumed); a corrupt
@@ -709,11 +711,13 @@ impl Consumer {
             };
             let mem = batch.consumer.mem();
             let token = mem.cells().read(idx);
+            // Counted before `f` sees it: if `f` panics on it, it is released with the others
+            // (a message that panics its handler is not handed to it again; as MPMC).
+            batch.done += 1;
             // SAFETY: published (`ready` saw its sequence word) and unreleased; `len <=
             // slot_size`.
             f(unsafe { mem.payload_slice(idx, len) });
             token.end();
-            batch.done += 1;
         }
         Ok(batch.done as usize)
     }

@@ -161,3 +161,43 @@ fn a_batch_ends_before_a_lost_message_and_the_next_call_reports_it() {
     assert_eq!(rx.try_recv_batch(10, |m| got.push(m.to_vec())), Ok(1));
     assert_eq!(got, [b"a", b"b"]);
 }
+
+/// Found by a black-box test of the docs: if the callback of `try_recv_batch` panicked, SPSC
+/// and the record rings kept the message it panicked on (handing it to the handler again)
+/// while MPMC released it. Now every kind releases every message it gave, that one included.
+#[test]
+fn a_panic_in_the_batch_callback_releases_what_it_was_given_on_every_kind() {
+    for kind in [Kind::Spsc, Kind::Mpmc, Kind::Records, Kind::RecordsMpsc] {
+        let b = Ring::builder().kind(kind).heap();
+        let ring = if kind.is_records() {
+            b.capacity(256).max_message(8)
+        } else {
+            b.capacity(8).slot_size(8)
+        }
+        .create()
+        .unwrap();
+        let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+        for m in [b"a", b"b", b"c", b"d"] {
+            tx.try_send(m).unwrap();
+        }
+        let mut seen = Vec::new();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rx.try_recv_batch(10, |m| {
+                seen.push(m.to_vec());
+                assert_ne!(m, b"b", "the handler fails on b");
+            })
+        }));
+        assert!(panicked.is_err(), "{kind}");
+        assert_eq!(seen, [b"a".to_vec(), b"b".to_vec()], "{kind}");
+        let mut buf = [0u8; 8];
+        assert_eq!(rx.try_recv(&mut buf), Ok(1), "{kind}");
+        assert_eq!(
+            &buf[..1],
+            b"c",
+            "{kind}: b was handed out once, and released"
+        );
+        // One message left: one slot, or one record of 8 + 8 bytes.
+        let left = if kind.is_records() { 16 } else { 1 };
+        assert_eq!(ring.status().len(), left, "{kind}");
+    }
+}

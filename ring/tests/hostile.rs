@@ -228,3 +228,38 @@ fn another_user_is_refused_a_private_segment() {
         );
     });
 }
+
+/// Found by a black-box test of the docs: an MPMC `head` forged to 1..capacity past
+/// `tail + capacity` left producers "full" and consumers "pending" for ever (blocking calls
+/// timed out) instead of reporting `Corruption::Cursors`, as docs/layout.md says a reader
+/// does.
+#[test]
+fn mpmc_cursors_more_than_a_capacity_apart_are_reported() {
+    with_watchdog(Duration::from_secs(60), || {
+        for forged in [5u64, 7] {
+            let unique = Unique::posix("hostile-apart");
+            let ring = unique
+                .builder()
+                .mpmc()
+                .capacity(4)
+                .slot_size(8)
+                .create()
+                .unwrap();
+            let (mut tx, mut rx) = (ring.mpmc_producer().unwrap(), ring.mpmc_consumer().unwrap());
+            poke(&unique, HEAD, &forged.to_le_bytes());
+            let apart = |e: &str| e.contains("more than the capacity");
+            let sent = tx.send_timeout(b"a", Duration::from_secs(5));
+            assert!(
+                matches!(&sent, Err(shmring::SendError::Corrupt(..))),
+                "head {forged}: {sent:?}"
+            );
+            assert!(apart(&sent.unwrap_err().to_string()));
+            let got = rx.recv_timeout(&mut [0u8; 8], Duration::from_secs(5));
+            assert!(
+                matches!(&got, Err(shmring::RecvError::Corrupt(_))),
+                "head {forged}: {got:?}"
+            );
+            assert!(apart(&got.unwrap_err().to_string()));
+        }
+    });
+}

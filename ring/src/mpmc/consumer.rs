@@ -133,11 +133,17 @@ impl Consumer {
             return Err(TryRecvError::Corrupt(c));
         }
         let mem = &shared.mem;
-        if self.stall.due(shared.wait.liveness(), || uncommitted(mem))
-            && recover(mem, self.ep.word(), self.stall.pos, Role::Producer)
+        let mut forged = None;
+        if self.stall.due(shared.wait.liveness(), || {
+            forged = super::apart(mem);
+            uncommitted(mem)
+        }) && recover(mem, self.ep.word(), self.stall.pos, Role::Producer)
         {
             // The stuck slot now reads "abandoned": report it (or whatever is there now).
             return self.observe::<true>(accept);
+        }
+        if let Some(c) = forged {
+            return Err(TryRecvError::Corrupt(shared.diagnose(c)));
         }
         if !self.ep.peers_gone() {
             return Err(first);

@@ -45,6 +45,7 @@ pub(crate) use recovery::stuck;
 
 use crate::endpoint::Attached;
 use crate::endpoint::{ClaimRecord, Stall};
+use crate::error::Corruption;
 use crate::kind::Role;
 use crate::layout::RingMem;
 use crate::sync::{AtomicU64, Ordering};
@@ -100,6 +101,31 @@ fn len(mem: &RingMem) -> usize {
 /// record still evidence a recovery needs?
 fn evidence(mem: &RingMem) -> impl Fn(Role, u64) -> bool + '_ {
     move |role, pos| stuck(mem, role, pos)
+}
+
+/// [`Corruption::Cursors`] if `head` is more than a capacity past `tail`, a state no run of the
+/// protocol reaches (a forged or corrupt cursor line): producers would see every slot "full"
+/// and consumers every slot "pending", for ever. Checked on the slow paths, every
+/// [`STALL_POLLS`](crate::endpoint::STALL_POLLS) full or empty polls.
+fn apart(mem: &RingMem) -> Option<Corruption> {
+    // No model forges a cursor, and two more loads per poll of the crash models' spinning
+    // threads would multiply their paths (as `passed`); `ring/tests/hostile.rs` tests this.
+    if cfg!(loom) {
+        return None;
+    }
+    let capacity = mem.geometry().capacity;
+    // Acquire: pairs with the producers' AcqRel head CAS. The producer that moved `head` to h
+    // had seen the slot of h - 1 released, so the consumer CAS that moved `tail` to
+    // h - capacity or past happens before this load, and the load of `tail` after it
+    // (Relaxed: ordered by this Acquire) sees that much: a live ring never shows more.
+    let head = mem.head().load(Ordering::Acquire);
+    let tail = mem.tail().load(Ordering::Relaxed);
+    // (Signed: `tail` may have passed the `head` we loaded since; that is not a fault.)
+    (head.wrapping_sub(tail) as i64 > capacity as i64).then_some(Corruption::Cursors {
+        head,
+        tail,
+        capacity,
+    })
 }
 
 /// Whether `cursor` has moved past `pos`: a peer has claimed the slot of `pos`. Only chooses

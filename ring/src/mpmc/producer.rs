@@ -121,11 +121,17 @@ impl Producer {
             return Err(TryClaimError::Corrupt(c));
         }
         let mem = &shared.mem;
-        if self.stall.due(shared.wait.liveness(), || held(mem))
-            && recover(mem, self.ep.word(), self.stall.pos, Role::Consumer)
+        let mut forged = None;
+        if self.stall.due(shared.wait.liveness(), || {
+            forged = super::apart(mem);
+            held(mem)
+        }) && recover(mem, self.ep.word(), self.stall.pos, Role::Consumer)
         {
             // The slot a dead consumer held is free now.
             return self.claim_pos();
+        }
+        if let Some(c) = forged {
+            return Err(TryClaimError::Corrupt(shared.diagnose(c)));
         }
         if !self.ep.peers_gone() {
             return Err(first);

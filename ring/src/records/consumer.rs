@@ -438,7 +438,9 @@ impl Consumer {
     /// store (and wakes a sleeping producer once). Returns how many were processed; 0 if the
     /// ring is empty.
     ///
-    /// If `f` panics, the messages it was already given are released before the panic goes on.
+    /// If `f` panics, the messages it was given — the one it panicked on included — are
+    /// released before the panic goes on (so a message that panics its handler is not handed
+    /// to it again; as with every kind).
     ///
     /// # Errors
     /// As [`try_read`](Self::try_read) for the first message; anything but a message after the
@@ -452,9 +454,15 @@ impl Consumer {
             consumer: &'c mut Consumer,
             done: usize,
             start: u64,
+            /// The size of the record `f` is being given (0: none): consumed here if `f`
+            /// panics on it.
+            giving: usize,
         }
         impl Drop for Release<'_> {
             fn drop(&mut self) {
+                if self.giving != 0 {
+                    self.consumer.consume(self.giving, super::MESSAGE);
+                }
                 if self.consumer.tail != self.start {
                     self.consumer.publish_tail();
                 }
@@ -473,12 +481,17 @@ impl Consumer {
             consumer: self,
             done: 0,
             start,
+            giving: 0,
         };
         loop {
             let token = batch.consumer.read_token(off, len);
+            batch.giving = record_size(len);
             // SAFETY: as in `try_recv`.
             f(unsafe { batch.consumer.mem().record_bytes(off, len) });
+            // (If `f` panicked, the read access ended when `token` dropped, before `batch`
+            // consumes the record.)
             token.end();
+            batch.giving = 0;
             batch.consumer.consume(record_size(len), super::MESSAGE);
             batch.done += 1;
             if batch.done == max {
