@@ -22,8 +22,9 @@ use crate::{mpmc, records, spsc};
 /// `std::io::Write` sends one message per `write` call (the whole buffer, or an error: a
 /// buffer longer than a slot is `InvalidInput` and nothing is sent). It waits for room
 /// ([`set_timeout`](Self::set_timeout) bounds the wait, then `TimedOut`), or answers
-/// `WouldBlock` at once after [`set_nonblocking(true)`](Self::set_nonblocking). Every consumer
-/// gone is `BrokenPipe`. An empty buffer sends nothing (`Ok(0)`, as `Write` requires); send an
+/// `WouldBlock` at once after [`set_nonblocking(true)`](Self::set_nonblocking). A write that
+/// finds the ring full with every consumer gone is `BrokenPipe` (while there is room, messages
+/// go in for a later consumer, as with `send`). An empty buffer sends nothing (`Ok(0)`, as `Write` requires); send an
 /// empty message with [`try_send`](Self::try_send).
 ///
 /// # Examples

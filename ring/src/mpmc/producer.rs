@@ -304,8 +304,9 @@ impl WriteSlot<'_> {
     /// Publishes the first `len` bytes of the slot as one message.
     ///
     /// # Errors
-    /// [`CommitError::TooLarge`] if `len` exceeds the slot size (the claim is then dropped, as
-    /// if never made, and nothing is sent); [`CommitError::Corrupt`] if the ring's memory was
+    /// [`CommitError::TooLarge`] if `len` exceeds the slot size (the claim is then dropped and
+    /// nothing is sent: its slot holds a skip marker, which consumers pass over, as for any
+    /// dropped claim); [`CommitError::Corrupt`] if the ring's memory was
     /// lost under the write (a page that could not be allocated, or a truncated object: the
     /// message does not reach the segment).
     #[inline]
