@@ -33,7 +33,7 @@
 //! consumer held (counted as reclaimed). See `recovery` and `docs/crash-recovery.md`.
 //!
 //! Every sequence word and length read from the segment is checked against the states above;
-//! anything else is reported as [`Corruption`](crate::Corruption), never trusted.
+//! anything else is reported as [`Corruption`], never trusted.
 
 mod consumer;
 mod producer;
