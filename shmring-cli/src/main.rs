@@ -8,7 +8,9 @@
 //! pipe ends the command quietly, as it ends coreutils).
 //!
 //! Every error is one line on standard error. Nothing panics on a closed or full standard
-//! output, and `recv` consumes a message only once it was written out.
+//! output, and `recv` consumes a message only once it was written out (SPSC and record rings
+//! put back one they could not write; MPMC cannot, so it looks at the pipe before it takes
+//! one, and reports on stderr one taken as the reader left).
 
 mod show;
 
@@ -32,7 +34,14 @@ Examples:
   shmring gc --force                                        # remove it
   shmring rm /jobs
   shmring inspect --sysv 0x5348                             # a System V ring by key
-  shmring doctor                                            # what would break shared memory here";
+  shmring doctor                                            # what would break shared memory here
+
+Exit status:
+  0    success
+  1    the operation failed (check: a broken invariant; doctor: a problem)
+  2    bad arguments, or a segment that is missing, foreign, corrupt or not accessible
+  3    recv ended, but messages were lost to producers that died mid-send (each on stderr)
+  141  the reader of standard output went away (quietly, as coreutils)";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -565,13 +574,24 @@ fn send(ring: &Ring, raw: bool, timeout: Option<Duration>) -> Result<u8, Failure
     Ok(0)
 }
 
-/// Reads one `u32 LE length + bytes` record; false at a clean end of input.
+/// Reads one `u32 LE length + bytes` record; false at a clean end of input (before the first
+/// byte of a length). Input that ends inside a length is an error, never a quiet end.
 fn read_frame(input: &mut impl Read, msg: &mut Vec<u8>, max: usize) -> io::Result<bool> {
     let mut len = [0u8; 4];
-    match input.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
-        Err(e) => return Err(e),
+    let mut got = 0;
+    while got < len.len() {
+        match input.read(&mut len[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the input ends inside a 4-byte length ({got} of its bytes)"),
+                ));
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
     let len = u32::from_le_bytes(len) as usize;
     if len > max {

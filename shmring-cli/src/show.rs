@@ -37,6 +37,7 @@ fn status_json(b: &Backing, s: &Status) -> Value {
         "head_hint": s.head_hint,
         "tail": s.tail,
         "len": s.len(),
+        "lag": s.head.wrapping_sub(s.tail),
         "creator": s.creator.map(|(pid, alive)| json!({"pid": pid, "alive": alive})),
         "sleepers": {"consumers": s.sleepers[0], "producers": s.sleepers[1]},
         "attached": {"producers": s.attached[0], "consumers": s.attached[1]},

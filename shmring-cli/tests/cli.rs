@@ -135,6 +135,23 @@ fn raw_frames_and_mpmc() {
         out.stdout, frames,
         "framed records round-trip byte for byte"
     );
+    // Found by a black-box test of the docs: input that ended inside a length was dropped
+    // without a word (exit 0). The record before it is sent; the fragment is an error.
+    for cut in 1..4 {
+        let mut input = 1u32.to_le_bytes().to_vec();
+        input.push(b'a');
+        input.extend_from_slice(&5u32.to_le_bytes()[..cut]);
+        let out = run(&["send", n, "--raw"], &input);
+        assert_eq!(out.status.code(), Some(1), "{cut} bytes of a length");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("ends inside a 4-byte length"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        let got = run(&["recv", n, "--raw", "--count", "1"], b"");
+        assert_eq!(got.stdout, input[..5], "the whole record before it arrived");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["inspect", n, "--json"], b"")).unwrap();
+    assert_eq!(json["lag"], 0, "the JSON has the lag the help promises");
 }
 
 #[test]
