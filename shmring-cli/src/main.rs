@@ -332,14 +332,15 @@ fn run(command: Command, out: &mut dyn Write) -> Result<u8, Failure> {
             let errors = findings.iter().filter(|f| f.error).count();
             if errors == 0 {
                 let s = ring.status();
-                let unit = if s.kind.is_records() {
-                    "bytes"
+                // Record rings count bytes: their capacity, and what is in flight.
+                let (unit, in_flight) = if s.kind.is_records() {
+                    ("bytes", "byte(s) of records")
                 } else {
-                    "slots"
+                    ("slots", "message(s)")
                 };
                 writeln!(
                     out,
-                    "{}: consistent ({}, {} {unit}, {} message(s) in flight)",
+                    "{}: consistent ({}, {} {unit}, {} {in_flight} in flight)",
                     target.backing(),
                     s.kind,
                     s.capacity,
