@@ -249,7 +249,9 @@ fn claim_entry(
             }
             for entry in first..MAX_ENDPOINTS {
                 let cur = header.endpoints[entry].owner.load(Ordering::Acquire);
-                if cur == 0 || EndpointWord(cur).is_alive() {
+                // (A word without a role's bits is no endpoint: taken over, as in `Fixed`.)
+                if cur == 0 || (EndpointWord(cur).role().is_some() && EndpointWord(cur).is_alive())
+                {
                     continue;
                 }
                 // A dead entry whose claim record names a slot still stuck on it is the

@@ -540,3 +540,27 @@ fn a_registry_word_without_a_role_holds_no_role() {
     tx.try_send(b"through").unwrap();
     assert_eq!(rx.try_recv_vec(&mut Vec::new()), Ok(7));
 }
+
+/// The same for rings whose producers take any entry: every entry holding a word without a
+/// role's bits (naming a live process) is still free to take.
+#[test]
+fn malformed_registry_words_never_fill_the_registry() {
+    for kind in [Kind::Mpmc, Kind::RecordsMpsc] {
+        let unique = Unique::posix("malformed-any");
+        let b = unique.builder().kind(kind);
+        let ring = if kind.is_records() {
+            b.capacity(1024).max_message(64)
+        } else {
+            b.capacity(8).slot_size(8)
+        }
+        .create()
+        .unwrap();
+        let word = 3u64 << 32 | u64::from(std::process::id());
+        for entry in 0..60u64 {
+            unique.poke(512 + 128 * entry, &word.to_le_bytes());
+        }
+        let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+        tx.try_send(b"in").unwrap();
+        assert_eq!(rx.try_recv(&mut [0u8; 8]), Ok(2), "{kind}");
+    }
+}
