@@ -168,14 +168,9 @@ fn a_batch_ends_before_a_lost_message_and_the_next_call_reports_it() {
 #[test]
 fn a_panic_in_the_batch_callback_releases_what_it_was_given_on_every_kind() {
     for kind in [Kind::Spsc, Kind::Mpmc, Kind::Records, Kind::RecordsMpsc] {
-        let b = Ring::builder().kind(kind).heap();
-        let ring = if kind.is_records() {
-            b.capacity(256).max_message(8)
-        } else {
-            b.capacity(8).slot_size(8)
-        }
-        .create()
-        .unwrap();
+        let ring = common::small(Ring::builder().heap(), kind, 8)
+            .create()
+            .unwrap();
         let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
         for m in [b"a", b"b", b"c", b"d"] {
             tx.try_send(m).unwrap();

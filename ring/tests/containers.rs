@@ -91,13 +91,7 @@ fn a_dev_shm_with_no_room_at_all_refuses_with_the_numbers() {
             while filler.write_all(&page).is_ok() {}
             drop(filler);
             for kind in [Kind::Spsc, Kind::Mpmc, Kind::Records] {
-                let b = Ring::builder().kind(kind).posix("/tiny");
-                let b = if kind.is_records() {
-                    b.capacity(64)
-                } else {
-                    b.capacity(2).slot_size(8)
-                };
-                match b.create() {
+                match common::small(Ring::builder().posix("/tiny"), kind, 8).create() {
                     Err(e @ CreateError::NoSpace { .. }) => {
                         let text = e.to_string();
                         assert!(text.contains("--shm-size"), "{kind}: {text}");

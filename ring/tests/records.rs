@@ -483,13 +483,7 @@ fn a_stuck_reservation_of_a_live_producer_is_pending_never_robbed() {
 fn check_and_receive_agree_on_a_word_no_producer_writes_at_an_empty_tail() {
     for kind in [Kind::Records, Kind::RecordsMpsc] {
         let unique = Unique::posix("rec-empty-tail");
-        let ring = unique
-            .builder()
-            .kind(kind)
-            .capacity(1024)
-            .max_message(64)
-            .create()
-            .unwrap();
+        let ring = common::small(unique.builder(), kind, 64).create().unwrap();
         let word = header(0, 0, 5);
         unique.poke(DATA, &word);
         let mut rx = ring.records_consumer().unwrap();
@@ -508,11 +502,7 @@ fn check_and_receive_agree_on_a_word_no_producer_writes_at_an_empty_tail() {
         );
     }
     let unique = Unique::posix("rec-misaligned");
-    let ring = unique
-        .builder()
-        .kind(Kind::Records)
-        .capacity(1024)
-        .max_message(64)
+    let ring = common::small(unique.builder(), Kind::Records, 64)
         .create()
         .unwrap();
     unique.poke(TAIL, &3u64.to_le_bytes());
@@ -526,11 +516,7 @@ fn check_and_receive_agree_on_a_word_no_producer_writes_at_an_empty_tail() {
 fn a_registry_word_without_a_role_holds_no_role() {
     const ENTRY_1: u64 = 512 + 128;
     let unique = Unique::posix("rec-malformed-entry");
-    let ring = unique
-        .builder()
-        .kind(Kind::Records)
-        .capacity(1024)
-        .max_message(64)
+    let ring = common::small(unique.builder(), Kind::Records, 64)
         .create()
         .unwrap();
     // This process's pid, so "alive" whatever its start time; role bits 3.
@@ -547,14 +533,7 @@ fn a_registry_word_without_a_role_holds_no_role() {
 fn malformed_registry_words_never_fill_the_registry() {
     for kind in [Kind::Mpmc, Kind::RecordsMpsc] {
         let unique = Unique::posix("malformed-any");
-        let b = unique.builder().kind(kind);
-        let ring = if kind.is_records() {
-            b.capacity(1024).max_message(64)
-        } else {
-            b.capacity(8).slot_size(8)
-        }
-        .create()
-        .unwrap();
+        let ring = common::small(unique.builder(), kind, 8).create().unwrap();
         let word = 3u64 << 32 | u64::from(std::process::id());
         for entry in 0..60u64 {
             unique.poke(512 + 128 * entry, &word.to_le_bytes());

@@ -351,13 +351,7 @@ fn header_fields_at_extremes_never_panic() {
                     .chain([(Kind::Spsc, &v[..4])])
                 {
                     let u = Unique::posix("extreme");
-                    let b = u.builder().kind(kind);
-                    let b = if kind.is_records() {
-                        b.capacity(1024).max_message(64)
-                    } else {
-                        b.capacity(8).slot_size(32)
-                    };
-                    let _ring = b.create().unwrap();
+                    let _ring = common::small(u.builder(), kind, 64).create().unwrap();
                     poke(&u, offset, bytes);
                     if let Ok(r) = u.builder().init_timeout(SHORT).open() {
                         // Whatever opened must still work within its real bounds.

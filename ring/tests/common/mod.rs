@@ -64,6 +64,17 @@ impl Drop for Unique {
     }
 }
 
+/// `b` as a small ring of `kind` whose messages go up to `max` bytes: 8 slots, or a record
+/// ring of 1 KiB.
+pub fn small(b: shmring::RingBuilder, kind: shmring::Kind, max: usize) -> shmring::RingBuilder {
+    let b = b.kind(kind);
+    if kind.is_records() {
+        b.capacity(1024).max_message(max)
+    } else {
+        b.capacity(8).slot_size(max)
+    }
+}
+
 /// Runs `f` on a thread and fails the test if it has not finished within `limit`.
 pub fn with_watchdog<T: Send + 'static>(
     limit: Duration,
