@@ -96,8 +96,9 @@ fn helper() -> std::io::Result<&'static Helper> {
                 .name("shmring-doorbell".into())
                 .spawn(move || run(fresh));
             if let Err(e) = started {
-                // No thread to serve it: let the next caller try again.
-                // Release: as above (nothing to publish but the reset).
+                // No thread to serve it: let the next caller try again. Release: pairs with the
+                // Acquire load at the top (the reset is all there is to see); failure Relaxed:
+                // someone replaced it already, and nothing is read from the value.
                 let _ = HELPER.compare_exchange(
                     fresh_ptr,
                     core::ptr::null_mut(),
@@ -280,6 +281,7 @@ impl Doorbell {
         let shared = Arc::clone(ep.shared());
         let armed = wait::arm(&shared.mem, side, ep.sleeper());
         let deadline = ep.checked_at().checked_add(shared.wait.liveness());
+        // Relaxed: a unique number; nothing is published through it.
         let request = h.next_id.fetch_add(1, Ordering::Relaxed);
         h.requests
             .lock()
@@ -297,9 +299,10 @@ impl Doorbell {
                     Some(Instant::now() + wait::FALLBACK_SLICE)
                 },
             });
-        // Release: pairs with nothing but the kernel's view of the word: the helper re-reads
-        // its requests under the mutex. Then wake it so it waits on the new word too.
-        h.control.fetch_add(1, Ordering::Release);
+        // Relaxed: the request is published by the mutex, which the helper takes before it
+        // reads the requests; this word only makes the helper's `futex_waitv` return (the
+        // kernel compares it), so it rebuilds its set and waits on the new word too.
+        h.control.fetch_add(1, Ordering::Relaxed);
         // SAFETY: `control` is an aligned u32 of a helper that is never freed.
         unsafe { os::futex_wake_private(h.control.as_ptr()) };
         self.armed = Some(Arming {

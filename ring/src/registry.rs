@@ -185,8 +185,12 @@ pub(crate) fn register(
     placement: Placement,
 ) -> Result<Registration, AttachError> {
     let (reg, replaced) = claim_entry(mem, role, placement)?;
-    // Relaxed (both counts): only compared with zero; ordered for peers by the `seen` Release
-    // below, or by a later Release decrement.
+    // Relaxed (both counts): the increment is ordered for peers by the `seen` Release below, or
+    // by a later Release decrement. The decrement for a dead holder may be the one that reaches
+    // 0, and a peer's Acquire of that 0 then synchronises with nothing of the dead process's:
+    // none is needed, because its messages and releases are published by their own pairs
+    // (the slots' sequence words, the record headers, the cursors), which the peer re-polls
+    // before it reports "gone" (`Peers::gone`, docs/memory-ordering.md).
     if let Some(dead) = EndpointWord(replaced).role().filter(|_| replaced != 0) {
         // The entry's dead holder never detached: its count goes with it, and so does its
         // sleeper count if it died asleep.
@@ -212,9 +216,10 @@ fn claim_entry(
     let header = mem.header();
     let me = EndpointWord::current(role).0;
     let try_claim = |entry: usize, expected: u64| {
-        // AcqRel on success: Acquire pairs with the Release in `deregister` (or the dead owner's
-        // last Release stores), so we see the cursors as the previous holder left them. Failure
-        // is Relaxed: the value is only re-examined.
+        // AcqRel on success: Acquire pairs with the Release CAS in `deregister` (a departed
+        // holder: we see the cursors as it left them; a dead holder's writes are ordered by
+        // their own pairs, the sequence words and cursors), Release for whoever takes the
+        // entry from us. Failure is Relaxed: the value is only re-examined.
         header.endpoints[entry]
             .owner
             .compare_exchange(expected, me, Ordering::AcqRel, Ordering::Relaxed)
@@ -223,7 +228,8 @@ fn claim_entry(
     match placement {
         Placement::Fixed(entry) => {
             for _ in 0..CLAIM_ATTEMPTS {
-                // Acquire: pairs with the Release CAS/store of the previous holder.
+                // Acquire: pairs with the Release half of the previous holder's CAS (its claim
+                // in `claim_entry`, or its departure in `deregister`).
                 let cur = header.endpoints[entry].owner.load(Ordering::Acquire);
                 let word = EndpointWord(cur);
                 // A word without a role's bits is no endpoint (`docs/protocol.md`): taken over
@@ -242,6 +248,7 @@ fn claim_entry(
         }
         Placement::Any { evidence, first } => {
             for entry in first..MAX_ENDPOINTS {
+                // Relaxed: a hint that the entry is free; the CAS decides (with its Acquire).
                 if header.endpoints[entry].owner.load(Ordering::Relaxed) == 0 && try_claim(entry, 0)
                 {
                     return Ok((Registration { entry, word: me }, 0));

@@ -84,9 +84,12 @@ pub struct Consumer {
 /// Returns `(position, tail)`, or [`Corruption::Cursors`] if `head` is more than the capacity
 /// away from `tail` in either direction (no crash leaves that).
 pub(crate) fn cursors(mem: &RingMem) -> Result<(u64, u64), Corruption> {
-    // Acquire (both): pairs with the Release stores of the endpoints that held the roles before,
-    // so we continue from where they left off, their slot accesses ordered before ours.
-    let hint = mem.head().load(Ordering::Acquire);
+    // Relaxed: `head` is a hint, stored Relaxed; what a predecessor producer did is ordered
+    // for us by the registry hand-over (pair 7), and the slots are read through their own
+    // sequence words below.
+    let hint = mem.head().load(Ordering::Relaxed);
+    // Acquire: pairs with the Release store of `tail` in `Consumer::release`: the slots the
+    // consumer released were read before we overwrite them.
     let tail = mem.tail().load(Ordering::Acquire);
     let capacity = mem.geometry().capacity;
     let ahead = hint.wrapping_sub(tail);

@@ -286,7 +286,8 @@ pub(crate) fn notify(mem: &RingMem, side: Side) {
 #[cold]
 #[inline(never)]
 fn wake(pair: &Pair<'_>) {
-    // Release: pairs with the Acquire load of `epoch` in `block`.
+    // Release: pairs with the Acquire load of `epoch` in `arm` (reached from `block` and from
+    // the doorbell).
     pair.epoch.word().fetch_add(1, Ordering::Release);
     pair.epoch.wake();
 }

@@ -245,7 +245,8 @@ impl Consumer {
                 self.set_record(pos.wrapping_add(1), Ordering::Relaxed);
                 *recorded = true;
                 crash_point(Step::ClaimRecorded);
-                // AcqRel on success, Acquire on failure: as in `Producer::try_claim`.
+                // AcqRel on success, Acquire on failure: as the head CAS in
+                // `Producer::claim_pos` (pair 6).
                 match mem.tail().compare_exchange_weak(
                     pos,
                     pos.wrapping_add(1),
@@ -309,7 +310,7 @@ impl Consumer {
     #[inline(always)]
     fn release(&self, pos: u64, idx: usize) {
         let mem = self.mem();
-        // Release: pairs with the Acquire load of `seq` in `Producer::try_claim`: our reads of
+        // Release: pairs with the Acquire load of `seq` in `Producer::claim_pos`: our reads of
         // the slot happen before the next lap's write.
         mem.seq(idx)
             .store(pos.wrapping_add(mem.geometry().capacity), Ordering::Release);

@@ -189,7 +189,8 @@ impl Producer {
         loop {
             let idx = (pos & geo.mask()) as usize;
             // Acquire: pairs with the Release store in `Consumer::release` (the previous lap's
-            // reads of this slot happen before our write) or, for the first lap, with `init`.
+            // reads of this slot happen before our write); for the first lap `init` stored it
+            // Relaxed, published by the Release store of `ready` (pair 1) we acquired at open.
             let seq = mem.seq(idx).load(Ordering::Acquire);
             let dif = seq.wrapping_sub(pos) as i64;
             if dif == 0 {
@@ -345,8 +346,8 @@ impl WriteSlot<'_> {
         if mem.faulted() {
             return false;
         }
-        // Release: pairs with the Acquire load of `seq` in `Consumer::claim`: the payload and
-        // length are visible to the consumer that sees `pos + 1`.
+        // Release: pairs with the Acquire load of `seq` in `Consumer::observe_recorded`: the
+        // payload and length are visible to the consumer that sees `pos + 1`.
         mem.seq(self.idx)
             .store(self.pos.wrapping_add(1), Ordering::Release);
         crash_point(Step::Published);

@@ -73,6 +73,7 @@ pub(super) fn recover(mem: &RingMem, me: u64, pos: u64, role: Role) -> bool {
         return false; // someone else is at it
     }
     // AcqRel: as above, and a dead holder's partial work is redone below (it is idempotent).
+    // Failure Relaxed: someone else took the lock; we leave without reading anything.
     if lock
         .compare_exchange(holder, me, Ordering::AcqRel, Ordering::Relaxed)
         .is_err()

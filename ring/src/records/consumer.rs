@@ -90,7 +90,9 @@ impl Consumer {
         let tail = mem.tail().load(Ordering::Acquire);
         // With one producer `head` is a hint that may lag behind `tail` (it is stored after
         // the commit); only alignment is checked. With many it is exact.
-        // Acquire: pairs with the producers' head CAS.
+        // Acquire: with many producers, pairs with their AcqRel head CAS (the reservations
+        // below `head` are announced); with one, `head` is a hint stored Relaxed, and the
+        // Acquire pairs with nothing (harmless: only its alignment is used).
         let head = mem.head().load(Ordering::Acquire);
         let checked = if kind == Kind::RecordsMpsc {
             check_cursors(mem, head, tail)

@@ -203,8 +203,9 @@ impl Look {
 /// Reads and checks the header word of the record at `pos`.
 #[inline(always)]
 pub(crate) fn look(mem: &RingMem, pos: u64) -> Look {
-    // Acquire: pairs with the producer's Release store of the header in `WriteRecord::publish`
-    // (or of padding in `Producer::reserve`): the payload is visible once the word is.
+    // Acquire: pairs with the producer's Release store of the header in `Producer::publish`
+    // (or of padding in `Producer::reserve_slow` and `abort`): the payload is visible once the
+    // word is.
     let w = mem.record_word(offset(mem, pos)).load(Ordering::Acquire);
     Look::of(mem, pos, w)
 }

@@ -221,6 +221,7 @@ impl Producer {
                 return Err(self.corrupt(pos));
             }
             if !self.fits(pos, size) {
+                // Acquire: as the load at the top of the loop (pair 18).
                 if self.many && self.mem().head().load(Ordering::Acquire) != pos {
                     continue; // `pos` went stale while we looked: not full
                 }

@@ -85,8 +85,11 @@ pub(super) fn settle(mem: &RingMem, pos: u64) -> bool {
         return false; // unattributed: leave it (and the stall) visible
     }
     let at = mem.record_word(offset(mem, pos));
-    // Acquire: pairs with the Relaxed store + Release fence of the RESERVED header (and the
-    // recorders are dead: nothing they wrote is still to come).
+    // Acquire: for a header the winner published (MESSAGE, PADDING), pairs with its Release
+    // store. A RESERVED header is stored Relaxed *before* a Release fence, so reading it is no
+    // synchronises-with edge: what the settler relies on there is pair 20, the fence keeping
+    // the header ahead of any payload byte in the hardware's store order (the recorders are
+    // dead: nothing they wrote is still to come).
     let found = at.load(Ordering::Acquire);
     let (size, state) = match Look::of(mem, pos, found) {
         Look::Reserved(len) => (record_size(len) as u64, ABANDONED),

@@ -64,11 +64,14 @@ pub(crate) fn guard(base: NonNull<u8>, len: usize) -> Option<Guard> {
         return None;
     }
     for (i, e) in TABLE.iter().enumerate() {
-        // AcqRel/Relaxed: `len` is the ownership flag; its taker alone fills the entry.
+        // AcqRel/Relaxed: `len` is the ownership flag; its taker alone fills the entry. Acquire
+        // pairs with the Release store of `len` in `Drop` (the previous owner is done with
+        // the entry); failure Relaxed: the entry is taken, try the next.
         if e.len
             .compare_exchange(0, len, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
+            // Relaxed: published with `start` by the Release store just below.
             e.tripped.store(false, Ordering::Relaxed);
             // Release: pairs with the handler's Acquire load: a non-zero start comes with its
             // length and a cleared flag.
@@ -100,8 +103,10 @@ pub(crate) static NEVER: AtomicBool = AtomicBool::new(false);
 impl Drop for Guard {
     fn drop(&mut self) {
         let e = &TABLE[self.0];
-        // Release (both): the handler stops matching the range before the entry is reused; the
-        // owner unmaps only after this, so a late fault there is a plain SIGSEGV, not ours.
+        // Release (both): `start` pairs with the handler's Acquire load of it (a zero start
+        // stops it matching the range), `len` with the Acquire of the next taker's CAS in
+        // `guard` (the entry is reused only after this). The owner unmaps only after this, so
+        // a late fault there is a plain SIGSEGV, not ours.
         e.start.store(0, Ordering::Release);
         e.len.store(0, Ordering::Release);
     }
@@ -114,6 +119,8 @@ fn install() -> bool {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         if page > 0 {
+            // Relaxed: stored before the handler is installed (`sigaction` below), which is what
+            // orders it before any read in the handler.
             PAGE.store(page as usize, Ordering::Relaxed);
         }
         // SAFETY: a zeroed sigaction is a valid "no handler, empty mask" value; we fill in the
@@ -138,10 +145,13 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler; for SIGBUS `si_addr`
     // is the faulting address.
     let addr = unsafe { (*info).si_addr() } as usize;
+    // Relaxed: set before this handler was installed (`install`).
     let page = PAGE.load(Ordering::Relaxed);
     for e in &TABLE {
         // Acquire: pairs with the Release in `guard`.
         let start = e.start.load(Ordering::Acquire);
+        // Relaxed: ordered after `start` by its Acquire, which pairs with the Release store of
+        // `start` made after `len` was set.
         let len = e.len.load(Ordering::Relaxed);
         if start == 0 || addr < start || addr - start >= len {
             continue;
