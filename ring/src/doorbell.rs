@@ -28,7 +28,6 @@
 //! beyond the first 127.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::AtomicPtr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -69,7 +68,7 @@ struct Helper {
 
 /// This process's helper (leaked: it lives as long as the process). A lock-free pointer, not
 /// a mutex: a `fork` in the middle of a start must not leave the child a lock held for ever.
-static HELPER: AtomicPtr<Helper> = AtomicPtr::new(core::ptr::null_mut());
+static HELPER: raw::AtomicPtr<Helper> = raw::AtomicPtr::new(core::ptr::null_mut());
 
 fn helper() -> std::io::Result<&'static Helper> {
     let pid = os::getpid();
@@ -268,10 +267,9 @@ impl Doorbell {
         self.disarm();
         // The doorbell rang for this deadline (or the caller never waited): without the check,
         // the deadline stays in the past and every arm would ring at once.
-        let attached = ep.attached();
-        if attached
-            .checked_at()
-            .checked_add(attached.shared().wait.liveness())
+        if ep
+            .attached()
+            .next_check()
             .is_some_and(|due| Instant::now() >= due)
         {
             ep.check_peers();
@@ -280,7 +278,7 @@ impl Doorbell {
         let h = helper()?;
         let shared = Arc::clone(ep.shared());
         let armed = wait::arm(&shared.mem, side, ep.sleeper());
-        let deadline = ep.checked_at().checked_add(shared.wait.liveness());
+        let deadline = ep.next_check();
         // Relaxed: a unique number; nothing is published through it.
         let request = h.next_id.fetch_add(1, Ordering::Relaxed);
         h.requests

@@ -151,9 +151,12 @@ impl Attached {
         }
     }
 
-    /// When the peers' liveness was last checked.
-    pub(crate) fn checked_at(&self) -> Instant {
-        self.peers.checked_at()
+    /// When the next liveness check of the peers is due: a liveness interval after the last
+    /// (`None`: never, for an interval too large for the clock).
+    pub(crate) fn next_check(&self) -> Option<Instant> {
+        self.peers
+            .checked_at()
+            .checked_add(self.shared.wait.liveness())
     }
 
     pub(crate) fn capacity(&self) -> u64 {
@@ -326,10 +329,7 @@ pub(crate) fn block_on<E: Endpoint + ?Sized, R>(
         return Some(r);
     }
     let shared = Arc::clone(ep.attached().shared());
-    let next_check = ep
-        .attached()
-        .checked_at()
-        .checked_add(shared.wait.liveness());
+    let next_check = ep.attached().next_check();
     let me = wait::Sleeper {
         asleep: shared.mem.asleep(ep.attached().entry()),
         word: ep.attached().word(),
