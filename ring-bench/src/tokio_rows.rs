@@ -281,6 +281,17 @@ async fn direct_side(
     }
 }
 
+/// A side's own "armed" word and a copy of its eventfd, registered with the runtime (the
+/// direct prototype).
+fn direct_end(armed: *const AtomicU32, fd: std::os::fd::RawFd) -> Result<AsyncFd<Direct>, String> {
+    let mine = Direct {
+        armed,
+        fd: dup(fd)?,
+    };
+    // SAFETY: the descriptor stays open and the same while the `AsyncFd` lives.
+    unsafe { AsyncFd::register_with_interest(mine, Interest::READABLE) }.map_err(|e| e.to_string())
+}
+
 fn direct_latency(
     size: usize,
     iters: usize,
@@ -305,21 +316,14 @@ fn direct_latency(
         runtime()?.block_on(async {
             let mut rx = ping.consumer().map_err(|e| e.to_string())?;
             let mut tx = pong.producer().map_err(|e| e.to_string())?;
-            let mine = Direct {
-                armed: words(1),
-                fd: dup(cfd)?,
-            };
-            // SAFETY: the descriptor stays open and the same while the `AsyncFd` lives.
-            let mine = unsafe { AsyncFd::register_with_interest(mine, Interest::READABLE) }
-                .map_err(|e| e.to_string())?;
-            // SAFETY: in the shared mapping.
+            let mine = direct_end(words(1), cfd)?;
+            // SAFETY: in the shared control mapping, which outlives the measurement.
             let theirs = (unsafe { &*words(0) }, pfd);
             let mut buf = Buf::new(size);
             let mut n = direct_side(&mut rx, &mut tx, &mine, theirs, &mut buf, None).await?;
-            for i in 1..total {
+            for _ in 1..total {
                 let msg = buf[..n].to_vec();
                 n = direct_side(&mut rx, &mut tx, &mine, theirs, &mut buf, Some(&msg)).await?;
-                let _ = i;
             }
             tx.try_send(&buf[..n]).map_err(|e| e.to_string())?;
             fence(Ordering::SeqCst);
@@ -331,14 +335,8 @@ fn direct_latency(
         rt.block_on(async {
             let mut rx = pong.consumer().map_err(|e| e.to_string())?;
             let mut tx = ping.producer().map_err(|e| e.to_string())?;
-            let mine = Direct {
-                armed: words(0),
-                fd: dup(pfd)?,
-            };
+            let mine = direct_end(words(0), pfd)?;
             // SAFETY: as in the child.
-            let mine = unsafe { AsyncFd::register_with_interest(mine, Interest::READABLE) }
-                .map_err(|e| e.to_string())?;
-            // SAFETY: in the shared mapping.
             let theirs = (unsafe { &*words(1) }, cfd);
             let mut buf = Buf::new(size);
             let mut out = Vec::with_capacity(iters);

@@ -64,6 +64,13 @@ fn summary(v: &[f64]) -> (f64, f64, f64) {
 
 type Key = (usize, &'static str);
 
+/// The message sizes a table keyed by (size, transport) holds, ascending, each once.
+fn sizes_of<V>(table: &BTreeMap<Key, V>) -> Vec<usize> {
+    let mut sizes: Vec<usize> = table.keys().map(|k| k.0).collect();
+    sizes.dedup(); // keys are sorted by size first
+    sizes
+}
+
 pub(crate) struct Results {
     pinned: bool,
     order: Vec<Transport>,
@@ -385,13 +392,7 @@ impl Results {
     /// Peak resident memory of the receiving (parent) and sending (child) process per
     /// throughput figure, largest over rounds, and shmring's segment size.
     fn print_memory(&self) {
-        let sizes: Vec<usize> = self
-            .mem
-            .keys()
-            .map(|k| k.0)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let sizes = sizes_of(&self.mem);
         if sizes.is_empty() {
             return;
         }
@@ -458,13 +459,7 @@ impl Results {
             "{:<20} {:>8} {:>26} {:>12} {:>9} {:>9} {:>8}",
             "transport", "size", "msgs/s (min–max)", "bytes/s", "× pipe", "× memcpy", "× rtrb"
         );
-        let sizes: Vec<usize> = self
-            .tput
-            .keys()
-            .map(|k| k.0)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let sizes = sizes_of(&self.tput);
         for size in sizes {
             for t in &self.order {
                 let Some(per) = self.tput.get(&(size, t.name())) else {
@@ -502,13 +497,7 @@ impl Results {
             "{:<22} {:>8} {:>10} {:>10} {:>10} {:>10} {:>12} {:>13}",
             "transport", "size", "p50", "p99", "p99.9", "max", "p50 × spin", "p99.9 × spin"
         );
-        let sizes: Vec<usize> = self
-            .lat
-            .keys()
-            .map(|k| k.0)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let sizes = sizes_of(&self.lat);
         for size in sizes {
             for t in &self.order {
                 let Some(per) = self.lat.get(&(size, t.name())) else {
