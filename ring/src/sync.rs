@@ -24,9 +24,10 @@ pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 /// that a model must not own (the `SIGBUS` guard's table, read from a signal handler; test
 /// hooks).
 pub(crate) mod raw {
-    pub(crate) use core::sync::atomic::{
-        AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize,
-    };
+    /// The doorbell's process-wide helper pointer.
+    #[cfg(all(feature = "doorbell", not(loom)))]
+    pub(crate) use core::sync::atomic::AtomicPtr;
+    pub(crate) use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize};
 }
 
 /// Per-slot access tracking for payload bytes.
