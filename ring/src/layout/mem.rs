@@ -446,31 +446,45 @@ impl RingMem {
     }
 }
 
-/// Copies `len` bytes. Up to 16 bytes it copies inline with two possibly overlapping unaligned
-/// loads and stores, instead of calling `memcpy` through a length the compiler cannot see: for
-/// 8-byte messages that call was the largest single cost of a send+receive (criterion,
-/// `docs/benchmarks.md`).
+/// Copies `len` bytes. Up to 128 bytes it copies inline with two possibly overlapping
+/// unaligned loads and stores of the largest power of two not above `len` (8 bytes for 8..=16,
+/// 32 for 33..=64, ...), instead of calling `memcpy` through a length the compiler cannot see:
+/// for 8-byte messages that call was the largest single cost of a send+receive, and at 64 bytes
+/// it was a sixth of a throughput run's samples (`docs/benchmarks.md`).
 ///
 /// # Safety
 /// `src` is valid for reads and `dst` for writes of `len` bytes, and the ranges do not overlap.
 #[inline(always)]
 unsafe fn copy(src: *const u8, dst: *mut u8, len: usize) {
-    // SAFETY: each access stays within the first `len` bytes of `src` or
-    // `dst` (for 8..=16: offsets 0 and len - 8; for 4..8: 0 and len - 4), which the caller
-    // vouches for; unaligned accesses need no alignment.
+    /// Copies `len` bytes (`N <= len <= 2 * N`) as the first `N` and the last `N`.
+    ///
+    /// # Safety
+    /// As for `copy`, with `N <= len <= 2 * N`.
+    #[inline(always)]
+    unsafe fn two<const N: usize>(src: *const u8, dst: *mut u8, len: usize) {
+        debug_assert!(N <= len && len <= 2 * N);
+        // SAFETY: offsets 0 and `len - N` with `N <= len` keep each `N`-byte access within the
+        // first `len` bytes of `src` and `dst` (the caller's duty); unaligned accesses need no
+        // alignment. Both loads come before both stores, and the ranges do not overlap, so an
+        // overlap of the two halves copies the same bytes twice.
+        unsafe {
+            let a = ptr::read_unaligned(src.cast::<[u8; N]>());
+            let b = ptr::read_unaligned(src.add(len - N).cast::<[u8; N]>());
+            ptr::write_unaligned(dst.cast::<[u8; N]>(), a);
+            ptr::write_unaligned(dst.add(len - N).cast::<[u8; N]>(), b);
+        }
+    }
+    // SAFETY: each arm meets `two`'s bound on `len`; the rest is the caller's duty.
     unsafe {
-        if (8..=16).contains(&len) {
-            let a = ptr::read_unaligned(src.cast::<u64>());
-            let b = ptr::read_unaligned(src.add(len - 8).cast::<u64>());
-            ptr::write_unaligned(dst.cast::<u64>(), a);
-            ptr::write_unaligned(dst.add(len - 8).cast::<u64>(), b);
-        } else if (4..8).contains(&len) {
-            let a = ptr::read_unaligned(src.cast::<u32>());
-            let b = ptr::read_unaligned(src.add(len - 4).cast::<u32>());
-            ptr::write_unaligned(dst.cast::<u32>(), a);
-            ptr::write_unaligned(dst.add(len - 4).cast::<u32>(), b);
-        } else {
-            ptr::copy_nonoverlapping(src, dst, len);
+        match len {
+            0 => {}
+            1..4 => ptr::copy_nonoverlapping(src, dst, len),
+            4..8 => two::<4>(src, dst, len),
+            8..=16 => two::<8>(src, dst, len),
+            17..=32 => two::<16>(src, dst, len),
+            33..=64 => two::<32>(src, dst, len),
+            65..=128 => two::<64>(src, dst, len),
+            _ => ptr::copy_nonoverlapping(src, dst, len),
         }
     }
 }
@@ -555,9 +569,9 @@ mod tests {
 
     #[test]
     fn small_copies_copy_exactly_len_bytes() {
-        let src: Vec<u8> = (1..=40).collect();
-        for len in 0..=40 {
-            let mut dst = [0u8; 48];
+        let src: Vec<u8> = (1..=200).collect();
+        for len in 0..=200 {
+            let mut dst = [0u8; 208];
             // SAFETY: both buffers hold at least `len` bytes and do not overlap.
             unsafe { copy(src.as_ptr(), dst.as_mut_ptr(), len) };
             assert_eq!(&dst[..len], &src[..len], "len {len}");
