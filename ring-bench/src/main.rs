@@ -31,6 +31,8 @@ mod tokio_rows;
 
 mod inproc;
 
+mod many;
+
 #[cfg(feature = "iceoryx2")]
 mod ice;
 
@@ -131,6 +133,7 @@ fn default_transports() -> Vec<Transport> {
         Transport::ShmringSpscZc,
         Transport::ShmringSpscBatch,
         Transport::ShmringMpmc,
+        Transport::ShmringMpmc2x2,
         Transport::ShmringRecords,
         Transport::ShmringSpscBlocking,
         Transport::ShmringSpscSleep,
@@ -146,6 +149,7 @@ fn default_transports() -> Vec<Transport> {
         Transport::Memcpy,
         Transport::Rtrb,
         Transport::CrossbeamArrayqueue,
+        Transport::CrossbeamArrayqueue2x2,
     ]
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::inproc::{self, Queue};
 use crate::transport::{BenchError, Transport};
-use crate::{kernel, limits, shm, tokio_rows};
+use crate::{kernel, limits, many, shm, tokio_rows};
 
 /// One throughput measurement: messages per second, received by the parent from a child
 /// producer during `window` (after the first message).
@@ -36,6 +36,13 @@ pub(crate) fn throughput(
                 )),
             }
         }
+        Transport::ShmringMpmc2x2 => Ok(many::shmring(size, window, cfg)?),
+        Transport::CrossbeamArrayqueue2x2 => match many::crossbeam(size, window) {
+            Some(r) => Ok(r?),
+            None => Err(BenchError::Skip(
+                "measured at 8 B, 64 B and 1 KiB only".into(),
+            )),
+        },
         Transport::ShmringAsync | Transport::TokioUnixStream => {
             Ok(tokio_rows::throughput(t, size, window, cfg)?)
         }

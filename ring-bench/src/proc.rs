@@ -19,7 +19,17 @@ pub(crate) struct Control {
     /// The reply word of the `raw-spin-pair` reference, on a line of its own.
     pub(crate) spin_back: AtomicU64,
     _pad4: [u8; 120],
+    /// Messages each producer of the 2→2 rows sent (final once `done` counts it).
+    pub(crate) sent: [Line; 2],
+    /// Messages each consumer of the 2→2 rows received so far.
+    pub(crate) received: [Line; 2],
+    /// Producers of the 2→2 rows that have stopped.
+    pub(crate) done: Line,
 }
+
+/// A counter on a cache line (pair) of its own.
+#[repr(C, align(128))]
+pub(crate) struct Line(pub(crate) AtomicU64);
 
 /// An anonymous shared mapping holding one [`Control`], zeroed.
 pub(crate) struct ControlMap(*mut Control);

@@ -43,7 +43,10 @@ fn row(t: Transport) -> Option<(Kind, Api)> {
 
 /// The segment a shmring row uses for `size`-byte messages, in bytes.
 pub(crate) fn segment_bytes(t: Transport, size: usize, cfg: &Config) -> Option<usize> {
-    let (kind, _) = row(t)?;
+    let kind = match t {
+        Transport::ShmringMpmc2x2 => Kind::Mpmc,
+        _ => row(t)?.0,
+    };
     let slot = cfg.slot_size.unwrap_or(size).max(size);
     Ring::builder()
         .kind(kind)
@@ -76,7 +79,7 @@ pub(crate) fn record_bytes(len: usize) -> u64 {
 /// A fresh ring for `size`-byte messages in the configured backend, with the blocking calls'
 /// wait options. Named segments are removed by their creator (this process) when the last
 /// handle drops.
-fn ring(
+pub(crate) fn ring(
     tag: &str,
     kind: Kind,
     size: usize,

@@ -19,6 +19,10 @@ pub(crate) enum Transport {
     ShmringSpscBatch,
     /// shmring MPMC ring with one producer and one consumer, copy API.
     ShmringMpmc,
+    /// shmring MPMC ring, two producer processes and two consumer processes, copy API
+    /// (throughput only).
+    #[value(name = "shmring-mpmc-2x2")]
+    ShmringMpmc2x2,
     /// shmring record ring (one producer), copy API: each message takes the bytes it needs.
     ShmringRecords,
     /// shmring SPSC ring, blocking `send` / `recv` with the default wait (spin 50 µs, yield
@@ -49,6 +53,10 @@ pub(crate) enum Transport {
     Rtrb,
     /// Reference, in-process: crossbeam `ArrayQueue` between two threads (8 B, 64 B, 1 KiB).
     CrossbeamArrayqueue,
+    /// Reference, in-process: crossbeam `ArrayQueue`, two producer threads and two consumer
+    /// threads (8 B, 64 B, 1 KiB; throughput only).
+    #[value(name = "crossbeam-arrayqueue-2x2")]
+    CrossbeamArrayqueue2x2,
     /// iceoryx2 publish-subscribe between two processes (8 B, 64 B, 1 KiB; needs the
     /// `iceoryx2` feature).
     Iceoryx2,
@@ -68,6 +76,7 @@ impl Transport {
             Transport::ShmringSpscZc => "shmring-spsc-zc",
             Transport::ShmringSpscBatch => "shmring-spsc-batch",
             Transport::ShmringMpmc => "shmring-mpmc",
+            Transport::ShmringMpmc2x2 => "shmring-mpmc-2x2",
             Transport::ShmringRecords => "shmring-records",
             Transport::ShmringSpscBlocking => "shmring-spsc-blocking",
             Transport::ShmringSpscSleep => "shmring-spsc-sleep",
@@ -81,6 +90,7 @@ impl Transport {
             Transport::PosixMq => "posix-mq",
             Transport::Rtrb => "rtrb",
             Transport::CrossbeamArrayqueue => "crossbeam-arrayqueue",
+            Transport::CrossbeamArrayqueue2x2 => "crossbeam-arrayqueue-2x2",
             Transport::Iceoryx2 => "iceoryx2",
             Transport::RawSpin => "raw-spin",
             Transport::RawSpinPair => "raw-spin-pair",
@@ -90,7 +100,10 @@ impl Transport {
 
     pub(crate) fn api(self) -> &'static str {
         match self {
-            Transport::ShmringSpsc | Transport::ShmringMpmc | Transport::ShmringRecords => "copy",
+            Transport::ShmringSpsc
+            | Transport::ShmringMpmc
+            | Transport::ShmringMpmc2x2
+            | Transport::ShmringRecords => "copy",
             Transport::ShmringSpscZc => "zero-copy",
             Transport::ShmringSpscBatch => "batch",
             Transport::ShmringSpscBlocking => "blocking",
@@ -118,6 +131,8 @@ impl Transport {
                 | Transport::ShmringSpscBatch
                 | Transport::Rtrb
                 | Transport::CrossbeamArrayqueue
+                | Transport::ShmringMpmc2x2
+                | Transport::CrossbeamArrayqueue2x2
         )
     }
 }

@@ -310,7 +310,8 @@ impl Results {
                 "peak_rss_kib": self.mem.get(&(*size, *name)).map(|m| json!({"receiver": m.0, "sender": m.1})),
                 "segment_bytes": self.mem.get(&(*size, *name)).and_then(|m| m.2),
                 "ratio_vs_memcpy": nan_null(self.tput_bytes_ratio_memcpy(*size, name)),
-                "ratio_vs_rtrb": if spsc_row(name) { nan_null(self.tput_ratio(*size, name, "rtrb")) } else { Value::Null },
+                "reference": reference(name),
+                "ratio_vs_reference": reference(name).map_or(Value::Null, |r| nan_null(self.tput_ratio(*size, name, r))),
                 "per_round": per_round,
             }));
         }
@@ -361,17 +362,15 @@ impl Results {
 
     fn print_csv(&self) {
         println!(
-            "transport,api,mode,size,rounds,median,min,max,unit,ratio_vs_pipe,ratio_vs_limit,ratio_vs_rtrb"
+            "transport,api,mode,size,rounds,median,min,max,unit,ratio_vs_pipe,ratio_vs_limit,reference,ratio_vs_reference"
         );
         for ((size, name), per) in &self.tput {
             let (m, lo, hi) = summary(&per.values().copied().collect::<Vec<_>>());
-            let rtrb = if spsc_row(name) {
-                format!("{:.3}", self.tput_ratio(*size, name, "rtrb"))
-            } else {
-                String::new()
-            };
+            let vs = reference(name).map_or(",".to_owned(), |r| {
+                format!("{r},{:.3}", self.tput_ratio(*size, name, r))
+            });
             println!(
-                "{name},{},throughput,{size},{},{m:.0},{lo:.0},{hi:.0},msgs/s,{:.3},{:.3},{rtrb}",
+                "{name},{},throughput,{size},{},{m:.0},{lo:.0},{hi:.0},msgs/s,{:.3},{:.3},{vs}",
                 self.api(name),
                 per.len(),
                 self.tput_ratio(*size, name, "pipe"),
@@ -381,7 +380,7 @@ impl Results {
         for ((size, name), per) in &self.lat {
             let (m, lo, hi) = summary(&per.values().map(|p| p.p50).collect::<Vec<_>>());
             println!(
-                "{name},{},latency-p50,{size},{},{m:.0},{lo:.0},{hi:.0},ns,,{:.3},",
+                "{name},{},latency-p50,{size},{},{m:.0},{lo:.0},{hi:.0},ns,,{:.3},,",
                 self.api(name),
                 per.len(),
                 self.lat_ratio(*size, name, |p| p.p50)
@@ -397,7 +396,7 @@ impl Results {
             return;
         }
         println!("Peak resident memory during throughput, receiver + sender (shmring: + segment)");
-        print!("{:<20}", "transport");
+        print!("{:<24}", "transport");
         for s in &sizes {
             print!(" {:>22}", bytes(*s as f64));
         }
@@ -406,7 +405,7 @@ impl Results {
             if !sizes.iter().any(|s| self.mem.contains_key(&(*s, t.name()))) {
                 continue;
             }
-            print!("{:<20}", t.name());
+            print!("{:<24}", t.name());
             for s in &sizes {
                 let cell = self.mem.get(&(*s, t.name())).map_or("-".to_owned(), |m| {
                     let base = format!("{}+{}", mib(m.0), mib(m.1));
@@ -453,39 +452,39 @@ impl Results {
             ns(phi)
         );
         println!(
-            "Throughput, one producer process → one consumer process (medians; ratios are per-round medians)"
+            "Throughput, one producer process → one consumer process (-2x2: two → two; medians; ratios are per-round medians;"
         );
         println!(
-            "{:<20} {:>8} {:>26} {:>12} {:>9} {:>9} {:>8}",
-            "transport", "size", "msgs/s (min–max)", "bytes/s", "× pipe", "× memcpy", "× rtrb"
+            "  × ref: SPSC rows against rtrb, MPMC rows against crossbeam's ArrayQueue with as many producers and consumers)"
+        );
+        println!(
+            "{:<24} {:>8} {:>26} {:>12} {:>9} {:>9} {:>8}",
+            "transport", "size", "msgs/s (min–max)", "bytes/s", "× pipe", "× memcpy", "× ref"
         );
         let sizes = sizes_of(&self.tput);
         for size in sizes {
             for t in &self.order {
                 let Some(per) = self.tput.get(&(size, t.name())) else {
-                    let in_process = matches!(t.name(), "rtrb" | "crossbeam-arrayqueue");
+                    let in_process = t.name() == "rtrb" || t.name().starts_with("crossbeam");
                     if let Some(why) = self.skipped.get(&("throughput", size, t.name()))
                         && !in_process
                     {
-                        println!("{:<20} {:>8}  n/a: {why}", t.name(), bytes(size as f64));
+                        println!("{:<24} {:>8}  n/a: {why}", t.name(), bytes(size as f64));
                     }
                     continue;
                 };
                 let (m, lo, hi) = summary(&per.values().copied().collect::<Vec<_>>());
-                let rtrb = if spsc_row(t.name()) {
-                    self.tput_ratio(size, t.name(), "rtrb")
-                } else {
-                    f64::NAN
-                };
+                let vs =
+                    reference(t.name()).map_or(f64::NAN, |r| self.tput_ratio(size, t.name(), r));
                 println!(
-                    "{:<20} {:>8} {:>26} {:>12} {:>9} {:>9} {:>8}",
+                    "{:<24} {:>8} {:>26} {:>12} {:>9} {:>9} {:>8}",
                     t.name(),
                     bytes(size as f64),
                     format!("{} ({}–{})", count(m), count(lo), count(hi)),
                     format!("{}/s", bytes(m * size as f64)),
                     ratio(self.tput_ratio(size, t.name(), "pipe")),
                     ratio(self.tput_bytes_ratio_memcpy(size, t.name())),
-                    ratio(rtrb),
+                    ratio(vs),
                 );
             }
             println!();
@@ -546,8 +545,17 @@ fn nan_null(x: f64) -> Value {
     if x.is_finite() { json!(x) } else { Value::Null }
 }
 
-/// Whether `name` is one of shmring's SPSC rows, which are compared with `rtrb` (the
-/// in-process SPSC reference) as well as with the pipe.
-fn spsc_row(name: &str) -> bool {
-    name.starts_with("shmring-spsc")
+/// The in-process reference a shmring row is compared with, besides the pipe: `rtrb` for the
+/// SPSC rows, crossbeam's `ArrayQueue` with the same producer and consumer counts for the MPMC
+/// rows.
+fn reference(name: &str) -> Option<&'static str> {
+    if name.starts_with("shmring-spsc") {
+        Some("rtrb")
+    } else if name == "shmring-mpmc" {
+        Some("crossbeam-arrayqueue")
+    } else if name == "shmring-mpmc-2x2" {
+        Some("crossbeam-arrayqueue-2x2")
+    } else {
+        None
+    }
 }
