@@ -56,11 +56,26 @@ pub(crate) fn segment_bytes(t: Transport, size: usize, cfg: &Config) -> Option<u
         .ok()
 }
 
-/// Slots for a ring carrying `size`-byte messages: about 4 MiB of payload, 8 to 4096 slots. A
-/// record ring gets the bytes that many records take (a power of two).
+/// Slots for a ring carrying `size`-byte messages in the throughput rows: about 4 MiB of
+/// payload, 8 to 4096 slots. A record ring gets the bytes that many records take (a power of
+/// two).
 fn capacity_for(kind: Kind, size: usize) -> u64 {
-    let slots = ((4 << 20) / size.max(1))
-        .clamp(8, 4096)
+    capacity_holding(kind, size, 4 << 20, 8)
+}
+
+/// Slots for a ring of the round-trip rows: about 256 KiB of payload, 2 to 4096 slots. A
+/// ping-pong has one message in flight, and a ring cycles through all its slots, so a larger
+/// ring only spreads the trips over more memory: at 1 MiB, 8 slots (16 MiB for the two rings)
+/// took 1.9× as long a trip as 1 or 2 (`docs/benchmarks.md`).
+fn latency_capacity(kind: Kind, size: usize) -> u64 {
+    capacity_holding(kind, size, 256 << 10, 2)
+}
+
+/// Slots (or a record ring's bytes) holding about `bytes` of `size`-byte messages, `min` to 4096
+/// slots, a power of two.
+fn capacity_holding(kind: Kind, size: usize, bytes: usize, min: usize) -> u64 {
+    let slots = (bytes / size.max(1))
+        .clamp(min, 4096)
         .next_power_of_two()
         .min(4096) as u64;
     if kind.is_records() {
@@ -76,9 +91,9 @@ pub(crate) fn record_bytes(len: usize) -> u64 {
     8 + len.next_multiple_of(8) as u64
 }
 
-/// A fresh ring for `size`-byte messages in the configured backend, with the blocking calls'
-/// wait options. Named segments are removed by their creator (this process) when the last
-/// handle drops.
+/// A fresh ring for `size`-byte messages sized as the throughput rows size it, in the configured
+/// backend, with the blocking calls' wait options. Named segments are removed by their creator
+/// (this process) when the last handle drops.
 pub(crate) fn ring(
     tag: &str,
     kind: Kind,
@@ -289,8 +304,10 @@ pub(crate) fn latency(
     };
     let blocking = api == Api::Blocking;
     let in_place = api == Api::ZeroCopy;
-    let ping = ring("ping", kind, size, wait, cfg)?;
-    let pong = ring("pong", kind, size, wait, cfg)?;
+    let slot = cfg.slot_size.unwrap_or(size).max(size);
+    let capacity = latency_capacity(kind, slot);
+    let ping = sized_ring("ping", kind, capacity, slot, wait, cfg)?;
+    let pong = sized_ring("pong", kind, capacity, slot, wait, cfg)?;
     let total = (iters + warmup) as u64;
     let child = proc::spawn(child_cpu(), || {
         let mut buf = Buf::new(size);
