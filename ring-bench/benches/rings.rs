@@ -87,7 +87,8 @@ fn transfer(kind: Kind, iters: u64) -> Duration {
                     assert_eq!(v, *next, "out of order");
                     *next += 1;
                 }
-                Err(TryRecvError::Empty) => core::hint::spin_loop(),
+                // Empty, or (MPMC) Pending: the producer claimed the next slot and is writing it.
+                Err(e) if e.would_block() => core::hint::spin_loop(),
                 Err(e) => panic!("{e}"),
             };
             match kind {
