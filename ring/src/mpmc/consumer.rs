@@ -108,7 +108,7 @@ impl Consumer {
 
     /// [`observe`](Self::observe), turning `Empty` into `Disconnected` when the producers are
     /// gone and nothing they sent is left.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn observe_checked(
         &mut self,
         accept: impl Fn(usize) -> Result<(), TryRecvError>,
@@ -184,7 +184,7 @@ impl Consumer {
     /// a corrupt length is taken too and reported; without, it is left in place and reported as
     /// `Empty`, for the next call to take (a batch ends before it). On success this consumer's
     /// claim record names the message until it is released.
-    #[inline]
+    #[inline(always)]
     fn observe<const MARKERS: bool>(
         &self,
         accept: impl Fn(usize) -> Result<(), TryRecvError>,

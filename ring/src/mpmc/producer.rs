@@ -103,7 +103,7 @@ impl Producer {
     }
 
     /// Claims a slot: `Full` or `Pending`, or `Disconnected` if the consumers are gone too.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn claim_slot(&mut self) -> Result<(u64, usize), TryClaimError> {
         match self.claim_pos() {
             Err(e) if e.would_block() => self.full(e),
@@ -178,7 +178,7 @@ impl Producer {
     }
 
     /// Claims the next free cursor: its value and slot index. `Full` or `Corrupt` otherwise.
-    #[inline]
+    #[inline(always)]
     fn claim_pos(&self) -> Result<(u64, usize), TryClaimError> {
         let mem = self.mem();
         let geo = mem.geometry();
