@@ -474,17 +474,27 @@ unsafe fn copy(src: *const u8, dst: *mut u8, len: usize) {
             ptr::write_unaligned(dst.add(len - N).cast::<[u8; N]>(), b);
         }
     }
-    // SAFETY: each arm meets `two`'s bound on `len`; the rest is the caller's duty.
+    // SAFETY: each branch meets `two`'s bound on `len`; the rest is the caller's duty. Branches
+    // with the small sizes first, not a `match` on the ranges: the `match` cost the 8-byte copy
+    // path a fifth of its rate (criterion, one-thread send+recv, six alternating runs); this
+    // order runs within the spread of the former 8..=16-only inline copy.
     unsafe {
-        match len {
-            0 => {}
-            1..4 => ptr::copy_nonoverlapping(src, dst, len),
-            4..8 => two::<4>(src, dst, len),
-            8..=16 => two::<8>(src, dst, len),
-            17..=32 => two::<16>(src, dst, len),
-            33..=64 => two::<32>(src, dst, len),
-            65..=128 => two::<64>(src, dst, len),
-            _ => ptr::copy_nonoverlapping(src, dst, len),
+        if len <= 16 {
+            if len >= 8 {
+                two::<8>(src, dst, len);
+            } else if len >= 4 {
+                two::<4>(src, dst, len);
+            } else {
+                ptr::copy_nonoverlapping(src, dst, len);
+            }
+        } else if len <= 32 {
+            two::<16>(src, dst, len);
+        } else if len <= 64 {
+            two::<32>(src, dst, len);
+        } else if len <= 128 {
+            two::<64>(src, dst, len);
+        } else {
+            ptr::copy_nonoverlapping(src, dst, len);
         }
     }
 }
