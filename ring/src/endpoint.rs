@@ -93,6 +93,10 @@ impl Shared {
 #[derive(Debug)]
 pub(crate) struct Attached {
     shared: Arc<Shared>,
+    /// The ring as this endpoint reads it on its hot path: a view of `shared`'s memory kept
+    /// in the endpoint (`RingMem::endpoint_view`); `shared` keeps the mapping alive.
+    #[cfg(not(loom))]
+    mem: RingMem,
     reg: Registration,
     /// The endpoints of the other role, as last seen in the registry.
     peers: Peers,
@@ -107,12 +111,23 @@ impl Attached {
     ) -> Result<Attached, AttachError> {
         let reg = registry::register(&shared.mem, role, placement)?;
         let peers = Peers::new(&shared.mem, role.peer());
-        Ok(Attached { shared, reg, peers })
+        Ok(Attached {
+            // SAFETY: the view lives in this value, beside the `Arc<Shared>` that keeps its
+            // memory mapped.
+            #[cfg(not(loom))]
+            mem: unsafe { shared.mem.endpoint_view() },
+            shared,
+            reg,
+            peers,
+        })
     }
 
     #[inline(always)]
     pub(crate) fn mem(&self) -> &RingMem {
-        &self.shared.mem
+        #[cfg(not(loom))]
+        return &self.mem;
+        #[cfg(loom)]
+        return &self.shared.mem;
     }
 
     #[inline(always)]

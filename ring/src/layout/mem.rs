@@ -107,6 +107,25 @@ unsafe impl Send for RingMem {}
 unsafe impl Sync for RingMem {}
 
 impl RingMem {
+    /// A second view of the same memory, for an endpoint to keep beside the `Arc<Shared>` that
+    /// keeps the mapping alive: the hot path then reads the geometry from the endpoint itself,
+    /// which the compiler may keep in registers across the ring's atomics, instead of through
+    /// the shared handle after every one of them. (Not under loom, whose view carries the
+    /// shadowed words and access tokens and must stay one.)
+    ///
+    /// # Safety
+    /// The copy must not outlive the memory: its owner holds the `Shared` this view belongs to.
+    #[cfg(not(loom))]
+    pub(crate) unsafe fn endpoint_view(&self) -> RingMem {
+        RingMem {
+            base: self.base,
+            geo: self.geo,
+            asymmetric: self.asymmetric,
+            fault: self.fault,
+            cells: Cells,
+        }
+    }
+
     /// # Safety
     /// `base` points at a header built by `init` or accepted by `validate` for `geo`, valid for
     /// `geo.total_size` bytes for as long as this value lives.
