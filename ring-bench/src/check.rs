@@ -49,12 +49,18 @@ impl Window {
     }
 }
 
+/// The stamp of message `seq` in its 64-byte line `line`.
+#[inline]
+pub(crate) fn stamp_word(seq: u64, line: usize) -> u64 {
+    seq ^ (line as u64).wrapping_mul(K)
+}
+
 /// Stamps message `seq` into `msg`.
 #[inline]
 pub(crate) fn stamp(msg: &mut [u8], seq: u64) {
     for (line, chunk) in msg.chunks_mut(64).enumerate() {
         if chunk.len() >= 8 {
-            chunk[..8].copy_from_slice(&(seq ^ (line as u64).wrapping_mul(K)).to_le_bytes());
+            chunk[..8].copy_from_slice(&stamp_word(seq, line).to_le_bytes());
         }
     }
 }
@@ -65,7 +71,7 @@ pub(crate) fn verify(msg: &[u8], seq: u64) -> Result<(), String> {
     for (line, chunk) in msg.chunks(64).enumerate() {
         if chunk.len() >= 8 {
             let got = u64::from_le_bytes(chunk[..8].try_into().unwrap_or_default());
-            if got != seq ^ (line as u64).wrapping_mul(K) {
+            if got != stamp_word(seq, line) {
                 return Err(format!(
                     "message {seq}: line {line} holds a stamp of another message"
                 ));

@@ -5,8 +5,9 @@
 //! Every message carries its producer and its number in its stamps; each consumer checks every
 //! stamp and that each producer's numbers rise (a consumer sees a subsequence of each
 //! producer's stream, in order). After the window the producers stop and say how many they
-//! sent; the consumers drain until the counts meet, and the figure fails if they do not: no
-//! message lost, none duplicated. On a 2-CPU machine four spinning sides share two CPUs, so the
+//! sent; the consumers drain until the counts meet (with a deadline), and then the tally of each
+//! producer's messages across both consumers must be exactly its numbers 0..sent, once each
+//! (`check_tally`): no message lost, none duplicated. On a 2-CPU machine four spinning sides share two CPUs, so the
 //! figure includes the scheduler's time slices; both rows pay them alike.
 
 use std::sync::Arc;
@@ -41,34 +42,49 @@ fn cpu(child_side: bool) -> Option<usize> {
     }
 }
 
-/// Producer `p`: sends stamped messages until told to stop, then records how many it sent.
-/// `push` returns whether the message went in (false: full, try again).
-fn produce(
+/// Producer `p`: opens its end (`open`), then sends stamped messages until told to stop.
+/// However it leaves — done, failed, or panicking — it counts itself in `done` with what it sent,
+/// so the consumers' drain never waits for a producer that is gone. `push` returns whether the
+/// message went in (false: full, try again).
+fn produce<F: FnMut(&[u8]) -> Result<bool, String>>(
     ctl: &Control,
     p: usize,
     size: usize,
-    mut push: impl FnMut(&[u8]) -> Result<bool, String>,
+    open: impl FnOnce() -> Result<F, String>,
 ) -> Result<(), String> {
+    struct Done<'a> {
+        ctl: &'a Control,
+        p: usize,
+        sent: u64,
+    }
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.ctl.sent[self.p].0.store(self.sent, Ordering::Relaxed);
+            // Release: pairs with the consumers' Acquire of `done`: the count is final.
+            self.ctl.done.0.fetch_add(1, Ordering::Release);
+        }
+    }
+    let mut done = Done { ctl, p, sent: 0 };
+    let mut push = open()?;
     let mut buf = Buf::new(size);
-    let mut n = 0u64;
     'run: while ctl.stop.load(Ordering::Relaxed) == 0 {
-        stamp(&mut buf, seq_of(p, n));
+        stamp(&mut buf, seq_of(p, done.sent));
         while !push(&buf[..])? {
             if ctl.stop.load(Ordering::Relaxed) != 0 {
                 break 'run;
             }
         }
-        n += 1;
+        done.sent += 1;
     }
-    // Release: pairs with the consumers' Acquire of `done`: the count is final.
-    ctl.sent[p].0.store(n, Ordering::Relaxed);
-    ctl.done.0.fetch_add(1, Ordering::Release);
     Ok(())
 }
 
 /// What a consumer checks of each message: every stamp, and that each producer's numbers rise.
 struct Order {
     last: [Option<u64>; SIDES],
+    /// Per producer: messages received, and the sum of their numbers (`Tally`).
+    count: [u64; SIDES],
+    sum: [u64; SIDES],
 }
 
 impl Order {
@@ -86,6 +102,8 @@ impl Order {
             ));
         }
         self.last[p] = Some(n);
+        self.count[p] += 1;
+        self.sum[p] = self.sum[p].wrapping_add(n);
         Ok(())
     }
 }
@@ -104,6 +122,8 @@ fn consume(
     let mut buf = Buf::new(size);
     let mut order = Order {
         last: [None; SIDES],
+        count: [0; SIDES],
+        sum: [0; SIDES],
     };
     // Relaxed: counts; `done` orders the end (below).
     let total = || -> u64 {
@@ -137,19 +157,24 @@ fn consume(
             }
             None => {
                 // Acquire: pairs with the producers' Release of `done`: their counts are final.
-                if ctl.done.0.load(Ordering::Acquire) as usize == SIDES {
-                    let sent: u64 = ctl.sent.iter().map(|s| s.0.load(Ordering::Relaxed)).sum();
-                    let received = total();
-                    if received == sent {
-                        return Ok(rate);
-                    }
-                    if received > sent {
-                        return Err(format!("{received} messages received of {sent} sent"));
-                    }
+                let finished = ctl.done.0.load(Ordering::Acquire) as usize == SIDES;
+                let sent: u64 = ctl.sent.iter().map(|s| s.0.load(Ordering::Relaxed)).sum();
+                let received = total();
+                if finished && received == sent {
+                    order.publish(ctl, c);
+                    return Ok(rate);
+                }
+                if finished && received > sent {
+                    return Err(format!("{received} messages received of {sent} sent"));
+                }
+                // Once the run is told to stop, the drain has a deadline, whether or not every
+                // producer has reported (one killed outright never will).
+                if finished || ctl.stop.load(Ordering::Relaxed) != 0 {
                     let until = *drain_deadline.get_or_insert(Instant::now() + DRAIN_LIMIT);
                     if Instant::now() > until {
                         return Err(format!(
-                            "{received} messages received of {sent} sent, and no more come"
+                            "{received} messages received of {sent} sent by the producers that \
+                             finished, and no more come"
                         ));
                     }
                 } else if c == 0 && rate.is_none() && Instant::now() > deadline {
@@ -161,6 +186,44 @@ fn consume(
     }
 }
 
+impl Order {
+    /// Leaves this consumer's per-producer tally for [`check_tally`].
+    fn publish(&self, ctl: &Control, c: usize) {
+        for p in 0..SIDES {
+            // Relaxed: read after the consumer's process or thread is reaped or joined.
+            ctl.tally_count[c * SIDES + p]
+                .0
+                .store(self.count[p], Ordering::Relaxed);
+            ctl.tally_sum[c * SIDES + p]
+                .0
+                .store(self.sum[p], Ordering::Relaxed);
+        }
+    }
+}
+
+/// After both consumers finished: each producer's messages were received exactly once — as
+/// many as it sent, and numbers summing to 0 + 1 + … + (sent − 1). (Each consumer saw each
+/// producer's numbers rise, so neither received one twice; the sum catches a message lost on
+/// one side and another received twice across the two.)
+fn check_tally(ctl: &Control) -> Result<(), String> {
+    for p in 0..SIDES {
+        let sent = ctl.sent[p].0.load(Ordering::Relaxed);
+        let (mut count, mut sum) = (0u64, 0u64);
+        for c in 0..SIDES {
+            count += ctl.tally_count[c * SIDES + p].0.load(Ordering::Relaxed);
+            sum = sum.wrapping_add(ctl.tally_sum[c * SIDES + p].0.load(Ordering::Relaxed));
+        }
+        let want = (u128::from(sent) * u128::from(sent.saturating_sub(1)) / 2) as u64;
+        if count != sent || sum != want {
+            return Err(format!(
+                "producer {p} sent {sent} messages; the consumers received {count} (numbers \
+                 summing to {sum}, not {want})"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Two producer processes → two consumer processes through one shmring MPMC ring.
 pub(crate) fn shmring(size: usize, window: Duration, cfg: &Config) -> Result<f64, String> {
     let ring = crate::shm::ring("mpmc2x2", Kind::Mpmc, size, WaitOptions::default(), cfg)?;
@@ -169,11 +232,13 @@ pub(crate) fn shmring(size: usize, window: Duration, cfg: &Config) -> Result<f64
     let mut children = Vec::new();
     for p in 0..SIDES {
         children.push(proc::spawn(cpu(p == 0), || {
-            let mut tx = ring.producer().map_err(|e| e.to_string())?;
-            produce(ctl, p, size, |m| match tx.try_send(m) {
-                Ok(()) => Ok(true),
-                Err(e) if e.would_block() => Ok(false),
-                Err(e) => Err(e.to_string()),
+            produce(ctl, p, size, || {
+                let mut tx = ring.producer().map_err(|e| e.to_string())?;
+                Ok(move |m: &[u8]| match tx.try_send(m) {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.would_block() => Ok(false),
+                    Err(e) => Err(e.to_string()),
+                })
             })
         }));
     }
@@ -198,6 +263,7 @@ pub(crate) fn shmring(size: usize, window: Duration, cfg: &Config) -> Result<f64
     drop(ring);
     let rate = result?.ok_or("no rate measured")?;
     reaped?;
+    check_tally(ctl)?;
     Ok(rate)
 }
 
@@ -225,10 +291,12 @@ fn array_queue<const N: usize>(window: Duration) -> Result<f64, String> {
                 if let Some(c) = cpu(p == 0) {
                     proc::pin(c);
                 }
-                produce(ctl, p, N, |m| {
-                    let mut a = [0u8; N];
-                    a.copy_from_slice(m);
-                    Ok(q.push(a).is_ok())
+                produce(ctl, p, N, || {
+                    Ok(move |m: &[u8]| {
+                        let mut a = [0u8; N];
+                        a.copy_from_slice(m);
+                        Ok(q.push(a).is_ok())
+                    })
                 })
             }));
         }
@@ -250,6 +318,8 @@ fn array_queue<const N: usize>(window: Duration) -> Result<f64, String> {
         for t in threads {
             t.join().map_err(|_| "a 2→2 thread panicked".to_owned())??;
         }
-        result?.ok_or_else(|| "no rate measured".to_owned())
+        let rate = result?.ok_or_else(|| "no rate measured".to_owned())?;
+        check_tally(ctl)?;
+        Ok(rate)
     })
 }

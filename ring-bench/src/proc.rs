@@ -25,6 +25,10 @@ pub(crate) struct Control {
     pub(crate) received: [Line; 2],
     /// Producers of the 2→2 rows that have stopped.
     pub(crate) done: Line,
+    /// Per consumer and producer (`c * 2 + p`) of the 2→2 rows: messages received, and the
+    /// sum of their numbers, once the consumer has drained.
+    pub(crate) tally_count: [Line; 4],
+    pub(crate) tally_sum: [Line; 4],
 }
 
 /// A counter on a cache line (pair) of its own.

@@ -92,11 +92,12 @@ impl Shared {
 /// Dropping it leaves the registry (`registry::deregister`), which tells the peers.
 #[derive(Debug)]
 pub(crate) struct Attached {
-    shared: Arc<Shared>,
     /// The ring as this endpoint reads it on its hot path: a view of `shared`'s memory kept
-    /// in the endpoint (`RingMem::endpoint_view`); `shared` keeps the mapping alive.
+    /// in the endpoint (`RingMem::endpoint_view`); `shared` keeps the mapping alive. Declared
+    /// first, so it drops before `shared`.
     #[cfg(not(loom))]
     mem: RingMem,
+    shared: Arc<Shared>,
     reg: Registration,
     /// The endpoints of the other role, as last seen in the registry.
     peers: Peers,

@@ -366,8 +366,14 @@ impl Results {
         );
         for ((size, name), per) in &self.tput {
             let (m, lo, hi) = summary(&per.values().copied().collect::<Vec<_>>());
+            // The reference's name, and the ratio (empty where the reference has no figure).
             let vs = reference(name).map_or(",".to_owned(), |r| {
-                format!("{r},{:.3}", self.tput_ratio(*size, name, r))
+                let x = self.tput_ratio(*size, name, r);
+                if x.is_finite() {
+                    format!("{r},{x:.3}")
+                } else {
+                    format!("{r},")
+                }
             });
             println!(
                 "{name},{},throughput,{size},{},{m:.0},{lo:.0},{hi:.0},msgs/s,{:.3},{:.3},{vs}",

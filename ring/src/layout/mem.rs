@@ -466,8 +466,8 @@ impl RingMem {
 }
 
 /// Copies `len` bytes. Up to 128 bytes it copies inline with two possibly overlapping
-/// unaligned loads and stores of the largest power of two not above `len` (8 bytes for 8..=16,
-/// 32 for 33..=64, ...), instead of calling `memcpy` through a length the compiler cannot see:
+/// unaligned loads and stores of `N` bytes, the power of two with `N <= len <= 2 * N` (8 bytes
+/// for 8..=16, 32 for 33..=64, ...), instead of calling `memcpy` through a length the compiler cannot see:
 /// for 8-byte messages that call was the largest single cost of a send+receive, and at 64 bytes
 /// it was a sixth of a throughput run's samples (`docs/benchmarks.md`).
 ///
