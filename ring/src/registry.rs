@@ -98,6 +98,13 @@ impl EndpointWord {
         pid != 0 && pid <= os::pid_max() && (self.0 >> ROLE_SHIFT) & 3 == 1
     }
 
+    /// Whether this word is a live endpoint: it carries a role's bits (a word without them is no
+    /// endpoint, `docs/protocol.md`, and its entry is taken over like a dead one) and its
+    /// process still runs.
+    pub(crate) fn is_live_endpoint(self) -> bool {
+        self.role().is_some() && self.is_alive()
+    }
+
     /// Whether the process this word names still runs: same pid, same start time, not a zombie.
     /// Errs on the side of "alive" when it cannot tell, so a live endpoint is never robbed.
     pub(crate) fn is_alive(self) -> bool {
@@ -232,9 +239,7 @@ fn claim_entry(
                 // in `claim_entry`, or its departure in `deregister`).
                 let cur = header.endpoints[entry].owner.load(Ordering::Acquire);
                 let word = EndpointWord(cur);
-                // A word without a role's bits is no endpoint (`docs/protocol.md`): taken over
-                // like a dead one, whatever process it names.
-                if cur != 0 && word.role().is_some() && word.is_alive() {
+                if word.is_live_endpoint() {
                     return Err(AttachError::RoleTaken {
                         role,
                         pid: word.pid(),
@@ -256,9 +261,7 @@ fn claim_entry(
             }
             for entry in first..MAX_ENDPOINTS {
                 let cur = header.endpoints[entry].owner.load(Ordering::Acquire);
-                // (A word without a role's bits is no endpoint: taken over, as in `Fixed`.)
-                if cur == 0 || (EndpointWord(cur).role().is_some() && EndpointWord(cur).is_alive())
-                {
+                if cur == 0 || EndpointWord(cur).is_live_endpoint() {
                     continue;
                 }
                 // A dead entry whose claim record names a slot still stuck on it is the

@@ -487,14 +487,15 @@ impl Consumer {
         };
         loop {
             let token = batch.consumer.read_token(off, len);
-            batch.giving = record_size(len);
+            let size = record_size(len);
+            batch.giving = size;
             // SAFETY: as in `try_recv`.
             f(unsafe { batch.consumer.mem().record_bytes(off, len) });
             // (If `f` panicked, the read access ended when `token` dropped, before `batch`
             // consumes the record.)
             token.end();
             batch.giving = 0;
-            batch.consumer.consume(record_size(len), super::MESSAGE);
+            batch.consumer.consume(size, super::MESSAGE);
             batch.done += 1;
             if batch.done == max {
                 break;
