@@ -32,8 +32,14 @@ fn stamp<const N: usize>(seq: u64) -> [u8; N] {
     m
 }
 
+/// Slots of an in-process queue of `size`-byte messages: about 4 MiB, 8 to 4096, as the
+/// shmring rings are sized.
+pub(crate) fn capacity(size: usize) -> usize {
+    ((4 << 20) / size).clamp(8, 4096)
+}
+
 fn run<const N: usize>(q: Queue, window: Duration) -> Result<f64, String> {
-    let capacity = ((4 << 20) / N).clamp(8, 4096);
+    let capacity = capacity(N);
     let stop = Arc::new(AtomicBool::new(false));
     let cpu = crate::transport::child_cpu();
     match q {

@@ -279,8 +279,9 @@ pub(crate) fn crossbeam(size: usize, window: Duration) -> Option<Result<f64, Str
 }
 
 fn array_queue<const N: usize>(window: Duration) -> Result<f64, String> {
-    let capacity = ((4 << 20) / N).clamp(8, 4096);
-    let queue = Arc::new(crossbeam_queue::ArrayQueue::<[u8; N]>::new(capacity));
+    let queue = Arc::new(crossbeam_queue::ArrayQueue::<[u8; N]>::new(
+        crate::inproc::capacity(N),
+    ));
     let ctl = ControlMap::new();
     let ctl = ctl.get();
     std::thread::scope(|s| {

@@ -154,7 +154,7 @@ fn ring_throughput(t: Transport, mix: &Mix, window: Duration, cfg: &Config) -> R
             cfg,
         )?
     } else {
-        let slots = ((4usize << 20) / mix.hi).clamp(8, 4096).next_power_of_two() as u64;
+        let slots = shm::capacity_for(Kind::Spsc, mix.hi);
         shm::sized_ring(
             "mix",
             Kind::Spsc,

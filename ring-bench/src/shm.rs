@@ -34,7 +34,7 @@ fn row(t: Transport) -> Option<(Kind, Api)> {
         Transport::ShmringSpsc => (Kind::Spsc, Api::Copy),
         Transport::ShmringSpscZc => (Kind::Spsc, Api::ZeroCopy),
         Transport::ShmringSpscBatch => (Kind::Spsc, Api::Batch),
-        Transport::ShmringMpmc => (Kind::Mpmc, Api::Copy),
+        Transport::ShmringMpmc | Transport::ShmringMpmc2x2 => (Kind::Mpmc, Api::Copy),
         Transport::ShmringRecords => (Kind::Records, Api::Copy),
         Transport::ShmringSpscBlocking | Transport::ShmringSpscSleep => (Kind::Spsc, Api::Blocking),
         _ => return None,
@@ -43,11 +43,8 @@ fn row(t: Transport) -> Option<(Kind, Api)> {
 
 /// The segment a shmring row uses for `size`-byte messages, in bytes.
 pub(crate) fn segment_bytes(t: Transport, size: usize, cfg: &Config) -> Option<usize> {
-    let kind = match t {
-        Transport::ShmringMpmc2x2 => Kind::Mpmc,
-        _ => row(t)?.0,
-    };
-    let slot = cfg.slot_size.unwrap_or(size).max(size);
+    let (kind, _) = row(t)?;
+    let slot = slot_for(size, cfg);
     Ring::builder()
         .kind(kind)
         .capacity(capacity_for(kind, slot))
@@ -56,10 +53,15 @@ pub(crate) fn segment_bytes(t: Transport, size: usize, cfg: &Config) -> Option<u
         .ok()
 }
 
+/// The slot size of a ring for `size`-byte messages: `--slot-size` if it is larger.
+fn slot_for(size: usize, cfg: &Config) -> usize {
+    cfg.slot_size.unwrap_or(size).max(size)
+}
+
 /// Slots for a ring carrying `size`-byte messages in the throughput rows: about 4 MiB of
 /// payload, 8 to 4096 slots. A record ring gets the bytes that many records take (a power of
 /// two).
-fn capacity_for(kind: Kind, size: usize) -> u64 {
+pub(crate) fn capacity_for(kind: Kind, size: usize) -> u64 {
     capacity_holding(kind, size, 4 << 20, 8)
 }
 
@@ -101,7 +103,7 @@ pub(crate) fn ring(
     wait: WaitOptions,
     cfg: &Config,
 ) -> Result<Ring, String> {
-    let slot = cfg.slot_size.unwrap_or(size).max(size);
+    let slot = slot_for(size, cfg);
     sized_ring(tag, kind, capacity_for(kind, slot), slot, wait, cfg)
 }
 
@@ -304,7 +306,7 @@ pub(crate) fn latency(
     };
     let blocking = api == Api::Blocking;
     let in_place = api == Api::ZeroCopy;
-    let slot = cfg.slot_size.unwrap_or(size).max(size);
+    let slot = slot_for(size, cfg);
     let capacity = latency_capacity(kind, slot);
     let ping = sized_ring("ping", kind, capacity, slot, wait, cfg)?;
     let pong = sized_ring("pong", kind, capacity, slot, wait, cfg)?;

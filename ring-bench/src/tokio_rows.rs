@@ -131,9 +131,7 @@ fn shmring_throughput(size: usize, window: Duration, cfg: &Config) -> Result<f64
     let ring = shm::sized_ring(
         "atput",
         Kind::Spsc,
-        ((4usize << 20) / size.max(1))
-            .clamp(8, 4096)
-            .next_power_of_two() as u64,
+        shm::capacity_for(Kind::Spsc, size),
         size,
         WaitOptions::default(),
         cfg,
